@@ -1,0 +1,14 @@
+"""The protocol every transformation speaks, and what they share.
+
+``core`` imports nothing else from the package.
+"""
+
+from functional_optim.core.hyperparams import (
+    Schedule, ScalarOrSchedule, get_hyperparams, set_hyperparams)
+from functional_optim.core.transform import (
+    GradientTransformation, apply_updates, chain)
+
+__all__ = [
+    'GradientTransformation', 'Schedule', 'ScalarOrSchedule', 'apply_updates',
+    'chain', 'get_hyperparams', 'set_hyperparams',
+]

@@ -1,0 +1,78 @@
+"""Tree utilities shared by every transformation: gradient checks and None leaves.
+
+A ``None`` gradient leaf means "this parameter got no gradient": torch skips a
+parameter whose ``.grad is None``, and so do we (its value and state stay as they
+are). The helpers here treat ``None`` as a leaf so that trees with holes line up
+with the full params tree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+PyTree = Any
+
+
+def is_none(x: Any) -> bool:
+  return x is None
+
+
+def _first_difference(paths_a: list, paths_b: list) -> str:
+  for a, b in zip(paths_a, paths_b):
+    if a != b:
+      return jax.tree_util.keystr(a)
+  longer = paths_a if len(paths_a) > len(paths_b) else paths_b
+  if len(paths_a) == len(paths_b):
+    return '<tree root>'
+  return jax.tree_util.keystr(longer[min(len(paths_a), len(paths_b))])
+
+
+def check_gradient_tree(grads: PyTree, reference: PyTree, *, shapes: bool = True) -> None:
+  """Raises a clear error when ``grads`` does not line up with ``reference``.
+
+  ``reference`` has the params' structure (the params themselves, or a per-param
+  state tree). With ``shapes=True`` its leaves also give the expected shape and
+  dtype of each gradient. Runs on abstract values, so under ``jax.jit`` it costs
+  nothing at run time. ``None`` gradient leaves are allowed anywhere.
+
+  Raises:
+    ValueError: the tree structure differs (the message names the first
+      differing path) or a gradient's shape differs from its param's.
+    TypeError: a gradient's dtype differs from its param's.
+  """
+  grad_leaves, grad_def = jax.tree_util.tree_flatten_with_path(grads, is_leaf=is_none)
+  ref_leaves, ref_def = jax.tree_util.tree_flatten_with_path(reference)
+  if grad_def != ref_def:
+    where = _first_difference([p for p, _ in grad_leaves], [p for p, _ in ref_leaves])
+    raise ValueError(
+        f'gradient tree does not match the params tree; first difference at '
+        f'{where}.\n  gradients: {grad_def}\n  params:    {ref_def}')
+  if not shapes:
+    return
+  for (path, g), (_, r) in zip(grad_leaves, ref_leaves):
+    if g is None:
+      continue
+    if np.shape(g) != np.shape(r):
+      raise ValueError(
+          f'gradient at {jax.tree_util.keystr(path)} has shape {np.shape(g)}, but '
+          f'its param has shape {np.shape(r)}')
+    if g.dtype != r.dtype:
+      raise TypeError(
+          f'gradient at {jax.tree_util.keystr(path)} has dtype {g.dtype}, but its '
+          f'param has dtype {r.dtype}')
+
+
+def flatten_like(grads: PyTree, *trees: PyTree):
+  """Flattens ``grads`` (None leaves included) and each tree up to its structure.
+
+  Returns ``(treedef, grad_leaves, [leaves of each tree])``; a tree given as None
+  yields a list of Nones.
+  """
+  treedef = jax.tree.structure(grads, is_leaf=is_none)
+  grad_leaves = treedef.flatten_up_to(grads)
+  others = [[None] * len(grad_leaves) if t is None else treedef.flatten_up_to(t)
+            for t in trees]
+  return treedef, grad_leaves, others

@@ -1,0 +1,168 @@
+"""Runs an optimizer's per-element math over a params tree.
+
+An elementwise optimizer (SGD, Adam, ...) is written as two pure functions:
+
+* ``scalars(step, hyperparams) -> dict``: the per-parameter scalar work (bias
+  corrections, step sizes), in hyperparameter precision, as torch computes it
+  with Python floats from the parameter's ``step``;
+* ``math(grad, param, buffers, scalars) -> (update, buffers)``: the update of one
+  parameter and its state buffers, written with ``jnp`` operations that work on
+  arrays of any shape.
+
+:func:`elementwise_transformation` turns the pair into a
+:class:`~functional_optim.core.GradientTransformation` that runs the math once
+per leaf (torch's for-loop implementation; XLA fuses each leaf's operations into
+one kernel). The same two functions are what a packed multi-tensor run or a
+fused kernel evaluates, so the math exists once.
+
+Complex parameters are handled as torch handles them: real and imaginary parts
+are independent coordinates (``torch.view_as_real``). bfloat16 and float16
+params are updated in float32 arithmetic (see :func:`compute_dtype`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from functional_optim.core.hyperparams import current_hyperparams, initial_hyperparams
+from functional_optim.core.transform import GradientTransformation
+from functional_optim.core.tree import check_gradient_tree, flatten_like
+
+PyTree = Any
+Scalars = Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]
+Math = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+#: torch keeps ``step`` as a float32 tensor (it stops growing at 2**24).
+STEP_DTYPE = jnp.float32
+
+
+def _as_real(x: jax.Array | None) -> jax.Array | None:
+  if x is None or not jnp.iscomplexobj(x):
+    return x
+  return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+
+
+def _as_complex(x: jax.Array, dtype) -> jax.Array:
+  return lax.complex(x[..., 0], x[..., 1]).astype(dtype)
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """The real dtype the math runs in: the param's own, or float32 for 16-bit floats.
+
+  torch rounds every operation to a bfloat16/float16 param's dtype, so
+  ``eps = 1e-8`` and ``(1 - β2)·g²`` vanish in float16 and Adam divides by zero.
+  We compute in float32 and round once to the storage dtype (what torch's fused
+  kernels do), a deliberate difference from torch's for-loop.
+  """
+  real = jnp.finfo(dtype).dtype
+  return jnp.dtype(jnp.float32) if real.itemsize < 4 else real
+
+
+def run_math(math: Math, grad: jax.Array, param: jax.Array | None,
+             buffers: dict[str, jax.Array], scalars: Mapping[str, jax.Array]):
+  """Evaluates ``math`` on one parameter.
+
+  Complex values become real pairs (torch's ``view_as_real``); scalars are
+  rounded to the compute dtype, as torch rounds a Python float at the op; results
+  go back to the dtypes they came in.
+  """
+  dtype = compute_dtype(grad.dtype)
+  scalars = {k: jnp.asarray(v).astype(dtype) for k, v in scalars.items()}
+
+  def enter(x):
+    if x is None:
+      return None
+    return _as_real(x).astype(dtype)
+
+  def leave(x, like):
+    if jnp.iscomplexobj(like):
+      return _as_complex(x, like.dtype)
+    return x.astype(like.dtype)
+
+  update, new_buffers = math(enter(grad), enter(param),
+                             {k: enter(v) for k, v in buffers.items()}, scalars)
+  return (leave(update, grad),
+          {k: leave(v, buffers[k]) for k, v in new_buffers.items()})
+
+
+def elementwise_transformation(
+    *,
+    name: str,
+    state_cls: type,
+    hyperparams: Mapping[str, Any],
+    buffers: Mapping[str, Callable[[jax.Array], jax.Array] | None],
+    scalars: Scalars,
+    math: Math,
+    needs_params: bool,
+) -> GradientTransformation:
+  """Builds the transformation of an elementwise optimizer.
+
+  Args:
+    name: the optimizer's name, for error messages.
+    state_cls: a NamedTuple with fields ``count, hyperparams, step`` followed by
+      the keys of ``buffers`` (torch's per-parameter state names).
+    hyperparams: the numeric hyperparameters by name: numbers, arrays, schedules
+      or tuples of them (see :mod:`functional_optim.core.hyperparams`).
+    buffers: per-parameter state buffers by name, each with the function that
+      makes its initial value from a param, or None for a buffer this
+      configuration does not keep (stored as None).
+    scalars: ``(step, hyperparams) -> dict`` of per-parameter scalars.
+    math: ``(grad, param, buffers, scalars) -> (update, buffers)``.
+    needs_params: whether ``math`` reads the param (weight decay); ``update``
+      then requires ``params``.
+  """
+  hyperparams = dict(hyperparams)
+  kept = [k for k, make in buffers.items() if make is not None]
+
+  def init(params):
+    return state_cls(
+        count=jnp.zeros([], jnp.int32),
+        hyperparams=initial_hyperparams(hyperparams),
+        step=jax.tree.map(lambda p: jnp.zeros([], STEP_DTYPE), params),
+        **{k: None if make is None else jax.tree.map(make, params)
+           for k, make in buffers.items()})
+
+  def update(updates, state, params=None, **extra):
+    del extra  # Accepted and ignored, as the protocol requires.
+    if needs_params and params is None:
+      raise ValueError(f'{name} needs params in update(grads, state, params) '
+                       f'for its weight decay')
+    reference = params if params is not None else (
+        getattr(state, kept[0]) if kept else state.step)
+    check_gradient_tree(updates, reference,
+                        shapes=params is not None or bool(kept))
+    hp = current_hyperparams(hyperparams, state.hyperparams, state.count)
+    treedef, grads, (steps, param_leaves, *buffer_leaves) = flatten_like(
+        updates, state.step, params if needs_params else None,
+        *(getattr(state, k) for k in kept))
+
+    new_updates, new_steps = [], []
+    new_buffers = [[] for _ in kept]
+    for i, grad in enumerate(grads):
+      if grad is None:  # No gradient: the param and its state stay as they are.
+        new_updates.append(None)
+        new_steps.append(steps[i])
+        for out, leaves in zip(new_buffers, buffer_leaves):
+          out.append(leaves[i])
+        continue
+      step = steps[i] + 1
+      bufs = {k: leaves[i] for k, leaves in zip(kept, buffer_leaves)}
+      update_i, bufs = run_math(math, grad, param_leaves[i], bufs,
+                                scalars(step, hp))
+      new_updates.append(update_i)
+      new_steps.append(step)
+      for out, k in zip(new_buffers, kept):
+        out.append(bufs[k])
+
+    new_state = state._replace(
+        count=state.count + 1,
+        hyperparams=hp,
+        step=treedef.unflatten(new_steps),
+        **{k: treedef.unflatten(out) for k, out in zip(kept, new_buffers)})
+    return treedef.unflatten(new_updates), new_state
+
+  return GradientTransformation(init, update)

@@ -1,0 +1,144 @@
+"""Adam, with AMSGrad and coupled or decoupled weight decay: ``torch.optim.Adam``."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.numerics import lerp
+from functional_optim.core.transform import GradientTransformation
+from functional_optim.core.validation import (
+    check_at_least, check_beta, check_implementation_flags, check_pair, is_zero)
+from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._shared import (
+    ascent_or_descent, coupled_weight_decay, decoupled_weight_decay)
+
+
+class AdamState(NamedTuple):
+  """State of :func:`adam` and :func:`adamw`, with torch's per-parameter keys.
+
+  ``max_exp_avg_sq`` is None unless ``amsgrad=True``.
+  """
+  count: jax.Array
+  hyperparams: dict[str, Any]
+  step: Any
+  exp_avg: Any
+  exp_avg_sq: Any
+  max_exp_avg_sq: Any
+
+
+def _adam_scalars(step, hp):
+  t = step.astype(hp['lr'].dtype)
+  beta1, beta2 = hp['betas']
+  scalars = {
+      'one_minus_beta1': 1 - beta1,
+      'beta2': beta2,
+      'one_minus_beta2': 1 - beta2,
+      'step_size': hp['lr'] / (1 - beta1 ** t),
+      'bias_correction2_sqrt': jnp.sqrt(1 - beta2 ** t),
+      'eps': hp['eps'],
+  }
+  if 'weight_decay' in hp:
+    scalars['weight_decay'] = hp['weight_decay']
+    scalars['decay_factor'] = 1 - hp['lr'] * hp['weight_decay']
+  return scalars
+
+
+def _adam_math(grad, param, buffers, s, *, maximize, amsgrad, weight_decay, decoupled):
+  g = ascent_or_descent(grad, maximize)
+  if weight_decay and not decoupled:
+    g = coupled_weight_decay(g, param, s['weight_decay'])
+  exp_avg = lerp(buffers['exp_avg'], g, s['one_minus_beta1'])
+  exp_avg_sq = buffers['exp_avg_sq'] * s['beta2'] + (s['one_minus_beta2'] * g) * g
+  new_buffers = {'exp_avg': exp_avg, 'exp_avg_sq': exp_avg_sq}
+  second_moment = exp_avg_sq
+  if amsgrad:
+    # The running max is of the uncorrected second moment, as in torch.
+    second_moment = jnp.maximum(buffers['max_exp_avg_sq'], exp_avg_sq)
+    new_buffers['max_exp_avg_sq'] = second_moment
+  denom = jnp.sqrt(second_moment) / s['bias_correction2_sqrt'] + s['eps']
+  update = (-s['step_size'] * exp_avg) / denom
+  if weight_decay and decoupled:
+    update = decoupled_weight_decay(param, s['decay_factor']) + update
+  return update, new_buffers
+
+
+def adam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),
+    eps: ScalarOrSchedule = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.0,
+    amsgrad: bool = False,
+    *,
+    foreach: bool | None = None,
+    maximize: bool = False,
+    capturable: bool = False,
+    differentiable: bool = False,
+    fused: bool | None = None,
+    decoupled_weight_decay: bool = False,
+) -> GradientTransformation:
+  r"""Adam, as ``torch.optim.Adam``.
+
+  .. math::
+     g_t &= \pm g_t + \lambda\theta_{t-1} \quad\text{(or } \theta \leftarrow
+            \theta(1-\gamma\lambda) \text{ when decoupled)} \\
+     m_t &= \operatorname{lerp}(m_{t-1}, g_t, 1-\beta_1), \quad
+     v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+     \hat v_t &= \max(\hat v_{t-1}, v_t) \ \text{(amsgrad)}, \ \text{else } v_t \\
+     \theta_t &= \theta_{t-1} - \frac{\gamma}{1-\beta_1^t} \cdot
+       \frac{m_t}{\sqrt{\hat v_t} / \sqrt{1-\beta_2^t} + \epsilon}
+
+  The order of operations is torch's for-loop implementation's, so float64
+  results agree with torch to rounding.
+
+  Args:
+    lr: learning rate :math:`\gamma`.
+    betas: :math:`(\beta_1, \beta_2)`, each a number, array or schedule (a
+      schedule of ``betas[0]`` is how momentum cycling drives Adam).
+    eps: :math:`\epsilon`, added after the square root and the bias correction.
+    weight_decay: :math:`\lambda` (the Python number 0 compiles it out).
+    amsgrad: keep the running max of the second moment.
+    maximize: maximize the objective instead of minimizing it.
+    decoupled_weight_decay: AdamW's decay of the param instead of an L2 term.
+    foreach, fused, capturable, differentiable: torch's implementation
+      switches, checked as torch checks them. Every implementation computes the
+      same update, and every update is differentiable with ``jax.grad``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import functional_optim as fo
+    >>> tx = fo.adam(lr=0.1)
+    >>> params = jnp.array([1.0, -1.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.array([0.5, -2.0]), state, params)
+    >>> updates
+    Array([-0.1,  0.1], dtype=float32)
+  """
+  beta1, beta2 = check_pair(betas, 'betas')
+  check_at_least(lr, 'lr', 'Invalid learning rate')
+  check_at_least(eps, 'eps', 'Invalid epsilon value')
+  check_beta(beta1, 0)
+  check_beta(beta2, 1)
+  check_at_least(weight_decay, 'weight_decay', 'Invalid weight_decay value')
+  check_implementation_flags(foreach, fused, differentiable)
+  del capturable  # Step counts live on the device already: nothing to capture.
+
+  has_weight_decay = not is_zero(weight_decay)
+  hyperparams = {'lr': lr, 'betas': (beta1, beta2), 'eps': eps}
+  if has_weight_decay:
+    hyperparams['weight_decay'] = weight_decay
+  return elementwise_transformation(
+      name='adamw' if decoupled_weight_decay else 'adam',
+      state_cls=AdamState,
+      hyperparams=hyperparams,
+      buffers={'exp_avg': jnp.zeros_like, 'exp_avg_sq': jnp.zeros_like,
+               'max_exp_avg_sq': jnp.zeros_like if amsgrad else None},
+      scalars=_adam_scalars,
+      math=partial(_adam_math, maximize=maximize, amsgrad=amsgrad,
+                   weight_decay=has_weight_decay, decoupled=decoupled_weight_decay),
+      needs_params=has_weight_decay,
+  )

@@ -1,0 +1,17 @@
+"""The digits example trains to > 95% test accuracy with Adam, in-process."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / 'examples'))
+
+import train_digits  # noqa: E402
+
+
+def test_train_digits_reaches_95_percent(tmp_path):
+  out = tmp_path / 'loss.png'
+  result = train_digits.main(['--optimizer', 'adam', '--epochs', '15', '--out', str(out)])
+  assert result['test_accuracy'] > 0.95
+  assert len(result['losses']) == 15
+  assert result['losses'][-1] < result['losses'][0]
+  assert out.exists() and out.stat().st_size > 0
