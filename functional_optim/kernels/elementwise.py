@@ -2,9 +2,12 @@
 
 An elementwise optimizer (SGD, Adam, ...) is written as two pure functions:
 
-* ``scalars(step, hyperparams) -> dict``: the per-parameter scalar work (bias
-  corrections, step sizes), in hyperparameter precision, as torch computes it
-  with Python floats from the parameter's ``step``;
+* ``scalars(step, hyperparams, **scalar_state) -> dict``: the per-parameter
+  scalar work (bias corrections, step sizes), in hyperparameter precision, as
+  torch computes it with Python floats from the parameter's ``step``. Optimizers
+  with 0-d per-parameter state (NAdam's ``mu_product``, ASGD's ``eta`` and
+  ``mu``) receive it as keyword arguments and return its new value under the
+  same name;
 * ``math(grad, param, buffers, scalars) -> (update, buffers)``: the update of one
   parameter and its state buffers, written with ``jnp`` operations that work on
   arrays of any shape.
@@ -33,7 +36,7 @@ from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.tree import check_gradient_tree, flatten_like
 
 PyTree = Any
-Scalars = Callable[[jax.Array, Mapping[str, Any]], dict[str, jax.Array]]
+Scalars = Callable[..., dict[str, jax.Array]]
 Math = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 #: torch keeps ``step`` as a float32 tensor (it stops growing at 2**24).
@@ -98,6 +101,7 @@ def elementwise_transformation(
     scalars: Scalars,
     math: Math,
     needs_params: bool,
+    scalar_state: Mapping[str, float] | None = None,
 ) -> GradientTransformation:
   """Builds the transformation of an elementwise optimizer.
 
@@ -110,12 +114,17 @@ def elementwise_transformation(
     buffers: per-parameter state buffers by name, each with the function that
       makes its initial value from a param, or None for a buffer this
       configuration does not keep (stored as None).
-    scalars: ``(step, hyperparams) -> dict`` of per-parameter scalars.
+    scalars: ``(step, hyperparams, **scalar_state) -> dict`` of per-parameter
+      scalars; an entry named like a ``scalar_state`` field is its new value.
     math: ``(grad, param, buffers, scalars) -> (update, buffers)``.
     needs_params: whether ``math`` reads the param (weight decay); ``update``
       then requires ``params``.
+    scalar_state: 0-d per-parameter state fields (after the buffers in
+      ``state_cls``) with their initial values; float32, as torch keeps them
+      whatever the param's dtype.
   """
   hyperparams = dict(hyperparams)
+  scalar_state = dict(scalar_state or {})
   kept = [k for k, make in buffers.items() if make is not None]
 
   def init(params):
@@ -124,7 +133,9 @@ def elementwise_transformation(
         hyperparams=initial_hyperparams(hyperparams),
         step=jax.tree.map(lambda p: jnp.zeros([], STEP_DTYPE), params),
         **{k: None if make is None else jax.tree.map(make, params)
-           for k, make in buffers.items()})
+           for k, make in buffers.items()},
+        **{k: jax.tree.map(lambda p, v=v: jnp.full([], v, STEP_DTYPE), params)
+           for k, v in scalar_state.items()})
 
   def update(updates, state, params=None, **extra):
     del extra  # Accepted and ignored, as the protocol requires.
@@ -136,33 +147,38 @@ def elementwise_transformation(
     check_gradient_tree(updates, reference,
                         shapes=params is not None or bool(kept))
     hp = current_hyperparams(hyperparams, state.hyperparams, state.count)
-    treedef, grads, (steps, param_leaves, *buffer_leaves) = flatten_like(
+    treedef, grads, (steps, param_leaves, *state_leaves) = flatten_like(
         updates, state.step, params if needs_params else None,
-        *(getattr(state, k) for k in kept))
+        *(getattr(state, k) for k in kept), *(getattr(state, k) for k in scalar_state))
+    buffer_leaves = dict(zip(kept, state_leaves))
+    scalar_leaves = dict(zip(scalar_state, state_leaves[len(kept):]))
 
     new_updates, new_steps = [], []
-    new_buffers = [[] for _ in kept]
+    new_fields = {k: [] for k in [*kept, *scalar_state]}
     for i, grad in enumerate(grads):
       if grad is None:  # No gradient: the param and its state stay as they are.
         new_updates.append(None)
         new_steps.append(steps[i])
-        for out, leaves in zip(new_buffers, buffer_leaves):
-          out.append(leaves[i])
+        for k, leaves in {**buffer_leaves, **scalar_leaves}.items():
+          new_fields[k].append(leaves[i])
         continue
       step = steps[i] + 1
-      bufs = {k: leaves[i] for k, leaves in zip(kept, buffer_leaves)}
-      update_i, bufs = run_math(math, grad, param_leaves[i], bufs,
-                                scalars(step, hp))
+      scalars_i = scalars(step, hp, **{k: leaves[i] for k, leaves in scalar_leaves.items()})
+      update_i, bufs = run_math(math, grad, param_leaves[i],
+                                {k: leaves[i] for k, leaves in buffer_leaves.items()},
+                                scalars_i)
       new_updates.append(update_i)
       new_steps.append(step)
-      for out, k in zip(new_buffers, kept):
-        out.append(bufs[k])
+      for k in kept:
+        new_fields[k].append(bufs[k])
+      for k in scalar_state:
+        new_fields[k].append(jnp.asarray(scalars_i[k], STEP_DTYPE))
 
     new_state = state._replace(
         count=state.count + 1,
         hyperparams=hp,
         step=treedef.unflatten(new_steps),
-        **{k: treedef.unflatten(out) for k, out in zip(kept, new_buffers)})
+        **{k: treedef.unflatten(out) for k, out in new_fields.items()})
     return treedef.unflatten(new_updates), new_state
 
   return GradientTransformation(init, update)
