@@ -11,14 +11,15 @@
 """
 
 from functional_optim.core import (
-    GradientTransformation, Schedule, ScalarOrSchedule, apply_updates, chain,
-    get_hyperparams, set_hyperparams)
-from functional_optim.optimizers import AdamState, SGDState, adam, adamw, sgd
+    GradientTransformation, MaskedNode, PartitionState, Schedule, ScalarOrSchedule,
+    apply_updates, chain, get_hyperparams, partition, set_hyperparams)
+from functional_optim.optimizers import *  # noqa: F403  (the algorithms and their states)
+from functional_optim.optimizers import __all__ as _optimizers
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'AdamState', 'GradientTransformation', 'SGDState', 'Schedule',
-    'ScalarOrSchedule', 'adam', 'adamw', 'apply_updates', 'chain',
-    'get_hyperparams', 'set_hyperparams', 'sgd',
+    'GradientTransformation', 'MaskedNode', 'PartitionState', 'Schedule',
+    'ScalarOrSchedule', 'apply_updates', 'chain', 'get_hyperparams', 'partition',
+    'set_hyperparams', *_optimizers,
 ]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import functional_optim as fo
+from tests.parity.harness import assert_same_error_as_torch
 
 BAD = [
     ('SGD', dict(lr=-0.1)),
@@ -33,11 +34,7 @@ OURS = {'SGD': fo.sgd, 'Adam': fo.adam, 'AdamW': fo.adamw}
 
 @pytest.mark.parametrize('name,kwargs', BAD, ids=[f'{n}-{k}' for n, k in BAD])
 def test_same_error_as_torch(name, kwargs):
-  with pytest.raises(Exception) as theirs:
-    getattr(torch.optim, name)([torch.zeros(2, requires_grad=True)], **kwargs)
-  with pytest.raises(type(theirs.value)) as ours:
-    OURS[name](**kwargs)
-  assert str(ours.value) == str(theirs.value)
+  assert_same_error_as_torch(getattr(torch.optim, name), OURS[name], kwargs)
 
 
 @pytest.mark.parametrize('builder', OURS.values())

@@ -5,10 +5,12 @@
 
 from functional_optim.core.hyperparams import (
     Schedule, ScalarOrSchedule, get_hyperparams, set_hyperparams)
+from functional_optim.core.partition import MaskedNode, PartitionState, partition
 from functional_optim.core.transform import (
     GradientTransformation, apply_updates, chain)
 
 __all__ = [
-    'GradientTransformation', 'Schedule', 'ScalarOrSchedule', 'apply_updates',
-    'chain', 'get_hyperparams', 'set_hyperparams',
+    'GradientTransformation', 'MaskedNode', 'PartitionState', 'Schedule',
+    'ScalarOrSchedule', 'apply_updates', 'chain', 'get_hyperparams', 'partition',
+    'set_hyperparams',
 ]

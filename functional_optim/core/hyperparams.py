@@ -129,7 +129,8 @@ def get_hyperparams(state: Any) -> dict[str, PyTree]:
       if name in merged:
         raise ValueError(
             f'hyperparameter {name!r} belongs to more than one transformation in '
-            f'this state; read it from the state of one of them (state[i])')
+            f'this state; read it from the state of one of them (state[i] of a '
+            f'chain, state.inner_states[label] of a partition)')
       merged[name] = value
   if not _hyperparam_states(state):
     raise ValueError('this state has no hyperparameters (no functional_optim '
@@ -170,7 +171,8 @@ def set_hyperparams(state: Any, **values: PyTree) -> Any:
     if n > 1:
       raise ValueError(
           f'hyperparameter {name!r} belongs to more than one transformation in '
-          f'this state; set it on the state of one of them (state[i])')
+          f'this state; set it on the state of one of them (state[i] of a chain, '
+          f'state.inner_states[label] of a partition)')
 
   def replace(node):
     hyperparams = dict(node.hyperparams)

@@ -44,7 +44,8 @@ class GradientTransformation(NamedTuple):
   update: Callable[..., tuple[PyTree, PyTree]]
 
 
-def _accepts_extra_kwargs(update: Callable) -> bool:
+def accepts_extra_kwargs(update: Callable) -> bool:
+  """Whether ``update`` takes ``**kwargs``, i.e. can be handed the extra arguments."""
   try:
     parameters = inspect.signature(update).parameters.values()
   except (TypeError, ValueError):
@@ -66,7 +67,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     >>> state = tx.init({'w': jnp.zeros(2)})
     >>> updates, state = tx.update({'w': jnp.array([30.0, 40.0])}, state)
   """
-  takes_extra = tuple(_accepts_extra_kwargs(t.update) for t in transforms)
+  takes_extra = tuple(accepts_extra_kwargs(t.update) for t in transforms)
 
   def init(params):
     return tuple(t.init(params) for t in transforms)

@@ -12,12 +12,18 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import sparse
 
 PyTree = Any
 
 
 def is_none(x: Any) -> bool:
   return x is None
+
+
+def is_gradient_leaf(x: Any) -> bool:
+  """None (no gradient) and sparse ``BCOO`` gradients are leaves, not subtrees."""
+  return x is None or isinstance(x, sparse.BCOO)
 
 
 def _first_difference(paths_a: list, paths_b: list) -> str:
@@ -30,30 +36,37 @@ def _first_difference(paths_a: list, paths_b: list) -> str:
   return jax.tree_util.keystr(longer[min(len(paths_a), len(paths_b))])
 
 
-def check_gradient_tree(grads: PyTree, reference: PyTree, *, shapes: bool = True) -> None:
+def check_gradient_tree(grads: PyTree, reference: PyTree, *, shapes: bool = True,
+                        dense_only: str | None = None) -> None:
   """Raises a clear error when ``grads`` does not line up with ``reference``.
 
   ``reference`` has the params' structure (the params themselves, or a per-param
   state tree). With ``shapes=True`` its leaves also give the expected shape and
   dtype of each gradient. Runs on abstract values, so under ``jax.jit`` it costs
-  nothing at run time. ``None`` gradient leaves are allowed anywhere.
+  nothing at run time. ``None`` gradient leaves are allowed anywhere; sparse
+  ``BCOO`` gradients too, unless ``dense_only`` names an optimizer that takes
+  dense gradients only.
 
   Raises:
+    RuntimeError: a sparse gradient for a ``dense_only`` optimizer (torch's
+      "<Name> does not support sparse gradients").
     ValueError: the tree structure differs (the message names the first
       differing path) or a gradient's shape differs from its param's.
     TypeError: a gradient's dtype differs from its param's.
   """
-  grad_leaves, grad_def = jax.tree_util.tree_flatten_with_path(grads, is_leaf=is_none)
+  grad_leaves, grad_def = jax.tree_util.tree_flatten_with_path(grads, is_leaf=is_gradient_leaf)
   ref_leaves, ref_def = jax.tree_util.tree_flatten_with_path(reference)
   if grad_def != ref_def:
     where = _first_difference([p for p, _ in grad_leaves], [p for p, _ in ref_leaves])
     raise ValueError(
         f'gradient tree does not match the params tree; first difference at '
         f'{where}.\n  gradients: {grad_def}\n  params:    {ref_def}')
-  if not shapes:
-    return
   for (path, g), (_, r) in zip(grad_leaves, ref_leaves):
     if g is None:
+      continue
+    if dense_only and isinstance(g, sparse.BCOO):
+      raise RuntimeError(f'{dense_only} does not support sparse gradients')
+    if not shapes:
       continue
     if np.shape(g) != np.shape(r):
       raise ValueError(

@@ -47,6 +47,27 @@ def check_at_least(value: Any, name: str, message: str, low: float = 0.0) -> Non
     raise ValueError(f'{message}: {value}')
 
 
+def check_at_most(value: Any, name: str, message: str, high: float) -> None:
+  """Raises ``ValueError(f'{message}: {value}')`` when ``value > high``."""
+  x = concrete_value(value, name)
+  if x is not None and not x <= high:
+    raise ValueError(f'{message}: {value}')
+
+
+def check_greater_than(value: Any, name: str, message: str, low: float = 0.0) -> None:
+  """Raises ``ValueError(f'{message}: {value}')`` unless ``value > low`` (strictly)."""
+  x = concrete_value(value, name)
+  if x is not None and not x > low:
+    raise ValueError(f'{message}: {value}')
+
+
+def check_between(value: Any, name: str, message: str, low: float, high: float) -> None:
+  """Raises ``ValueError(f'{message}: {value}')`` unless ``low <= value <= high``."""
+  x = concrete_value(value, name)
+  if x is not None and not low <= x <= high:
+    raise ValueError(f'{message}: {value}')
+
+
 def check_beta(value: Any, index: int) -> None:
   """``0 <= beta < 1``, with torch's "Invalid beta parameter at index i" message."""
   x = concrete_value(value, f'betas[{index}]')

@@ -82,6 +82,8 @@ def run_math(math: Math, grad: jax.Array, param: jax.Array | None,
     return _as_real(x).astype(dtype)
 
   def leave(x, like):
+    if x is None:  # a buffer this leaf does not keep (Adafactor's row/col vs variance)
+      return None
     if jnp.iscomplexobj(like):
       return _as_complex(x, like.dtype)
     return x.astype(like.dtype)
@@ -144,8 +146,8 @@ def elementwise_transformation(
                        f'for its weight decay')
     reference = params if params is not None else (
         getattr(state, kept[0]) if kept else state.step)
-    check_gradient_tree(updates, reference,
-                        shapes=params is not None or bool(kept))
+    check_gradient_tree(updates, reference, shapes=params is not None or bool(kept),
+                        dense_only=name)
     hp = current_hyperparams(hyperparams, state.hyperparams, state.count)
     treedef, grads, (steps, param_leaves, *state_leaves) = flatten_like(
         updates, state.step, params if needs_params else None,

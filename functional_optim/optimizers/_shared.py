@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+
+from functional_optim.core.numerics import lerp
+from functional_optim.core.validation import check_at_least, check_beta, check_pair
 
 
 def ascent_or_descent(grad: jax.Array, maximize: bool) -> jax.Array:
@@ -23,3 +28,65 @@ def decoupled_weight_decay(param: jax.Array, decay_factor: jax.Array) -> jax.Arr
   difference below is exact, so adding it back gives torch's product.
   """
   return param * decay_factor - param
+
+
+def square_average(avg: jax.Array, x: jax.Array, decay: jax.Array,
+                   one_minus_decay: jax.Array) -> jax.Array:
+  """``decay·avg + (1 − decay)·x²``: torch's ``avg.mul_(decay).addcmul_(x, x, value=1 - decay)``.
+
+  RMSprop's ``square_avg``, Adadelta's ``square_avg`` and ``acc_delta``.
+  """
+  return avg * decay + (one_minus_decay * x) * x
+
+
+# ----------------------------------------------------------------------------
+# The Adam family (Adam, NAdam, RAdam, Adamax): checks, weight decay, moments.
+
+
+def check_adam_family_arguments(lr, betas, eps, weight_decay) -> tuple[Any, Any]:
+  """torch's checks of Adam, NAdam and RAdam, in torch's order; returns the betas."""
+  beta1, beta2 = check_pair(betas, 'betas')
+  check_at_least(lr, 'lr', 'Invalid learning rate')
+  check_at_least(eps, 'eps', 'Invalid epsilon value')
+  check_beta(beta1, 0)
+  check_beta(beta2, 1)
+  check_at_least(weight_decay, 'weight_decay', 'Invalid weight_decay value')
+  return beta1, beta2
+
+
+def weight_decay_scalars(hp) -> dict[str, jax.Array]:
+  """``λ`` for the coupled form and ``1 − γλ`` for the decoupled one, if decay is on."""
+  if 'weight_decay' not in hp:
+    return {}
+  return {'weight_decay': hp['weight_decay'],
+          'decay_factor': 1 - hp['lr'] * hp['weight_decay']}
+
+
+def decayed_gradient(grad, param, s, *, maximize: bool, weight_decay: bool,
+                     decoupled: bool) -> jax.Array:
+  """The gradient the moments see: negated for ``maximize``, then ``+ λθ`` if coupled."""
+  g = ascent_or_descent(grad, maximize)
+  if weight_decay and not decoupled:
+    g = coupled_weight_decay(g, param, s['weight_decay'])
+  return g
+
+
+def with_decoupled_decay(update, param, s, *, weight_decay: bool,
+                         decoupled: bool) -> jax.Array:
+  """``update`` plus the shrink ``θ(1 − γλ)`` torch applies before the step, if decoupled."""
+  if weight_decay and decoupled:
+    return decoupled_weight_decay(param, s['decay_factor']) + update
+  return update
+
+
+def moment_scalars(hp) -> dict[str, jax.Array]:
+  """The factors of :func:`update_moments`, from ``betas``."""
+  beta1, beta2 = hp['betas']
+  return {'one_minus_beta1': 1 - beta1, 'beta2': beta2, 'one_minus_beta2': 1 - beta2}
+
+
+def update_moments(exp_avg, exp_avg_sq, g, s) -> tuple[jax.Array, jax.Array]:
+  """Adam's moments as torch's loop forms them: ``lerp_``, then ``mul_`` and ``addcmul_``."""
+  exp_avg = lerp(exp_avg, g, s['one_minus_beta1'])
+  exp_avg_sq = square_average(exp_avg_sq, g, s['beta2'], s['one_minus_beta2'])
+  return exp_avg, exp_avg_sq

@@ -9,13 +9,12 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
-from functional_optim.core.numerics import lerp
 from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import (
-    check_at_least, check_beta, check_implementation_flags, check_pair, is_zero)
+from functional_optim.core.validation import check_implementation_flags, is_zero
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    ascent_or_descent, coupled_weight_decay, decoupled_weight_decay)
+    check_adam_family_arguments, decayed_gradient, moment_scalars, update_moments,
+    weight_decay_scalars, with_decoupled_decay)
 
 
 class AdamState(NamedTuple):
@@ -34,26 +33,19 @@ class AdamState(NamedTuple):
 def _adam_scalars(step, hp):
   t = step.astype(hp['lr'].dtype)
   beta1, beta2 = hp['betas']
-  scalars = {
-      'one_minus_beta1': 1 - beta1,
-      'beta2': beta2,
-      'one_minus_beta2': 1 - beta2,
+  return {
+      **moment_scalars(hp),
+      **weight_decay_scalars(hp),
       'step_size': hp['lr'] / (1 - beta1 ** t),
       'bias_correction2_sqrt': jnp.sqrt(1 - beta2 ** t),
       'eps': hp['eps'],
   }
-  if 'weight_decay' in hp:
-    scalars['weight_decay'] = hp['weight_decay']
-    scalars['decay_factor'] = 1 - hp['lr'] * hp['weight_decay']
-  return scalars
 
 
 def _adam_math(grad, param, buffers, s, *, maximize, amsgrad, weight_decay, decoupled):
-  g = ascent_or_descent(grad, maximize)
-  if weight_decay and not decoupled:
-    g = coupled_weight_decay(g, param, s['weight_decay'])
-  exp_avg = lerp(buffers['exp_avg'], g, s['one_minus_beta1'])
-  exp_avg_sq = buffers['exp_avg_sq'] * s['beta2'] + (s['one_minus_beta2'] * g) * g
+  decay = dict(weight_decay=weight_decay, decoupled=decoupled)
+  g = decayed_gradient(grad, param, s, maximize=maximize, **decay)
+  exp_avg, exp_avg_sq = update_moments(buffers['exp_avg'], buffers['exp_avg_sq'], g, s)
   new_buffers = {'exp_avg': exp_avg, 'exp_avg_sq': exp_avg_sq}
   second_moment = exp_avg_sq
   if amsgrad:
@@ -62,9 +54,7 @@ def _adam_math(grad, param, buffers, s, *, maximize, amsgrad, weight_decay, deco
     new_buffers['max_exp_avg_sq'] = second_moment
   denom = jnp.sqrt(second_moment) / s['bias_correction2_sqrt'] + s['eps']
   update = (-s['step_size'] * exp_avg) / denom
-  if weight_decay and decoupled:
-    update = decoupled_weight_decay(param, s['decay_factor']) + update
-  return update, new_buffers
+  return with_decoupled_decay(update, param, s, **decay), new_buffers
 
 
 def adam(
@@ -118,12 +108,7 @@ def adam(
     >>> updates
     Array([-0.1,  0.1], dtype=float32)
   """
-  beta1, beta2 = check_pair(betas, 'betas')
-  check_at_least(lr, 'lr', 'Invalid learning rate')
-  check_at_least(eps, 'eps', 'Invalid epsilon value')
-  check_beta(beta1, 0)
-  check_beta(beta2, 1)
-  check_at_least(weight_decay, 'weight_decay', 'Invalid weight_decay value')
+  beta1, beta2 = check_adam_family_arguments(lr, betas, eps, weight_decay)
   check_implementation_flags(foreach, fused, differentiable)
   del capturable  # Step counts live on the device already: nothing to capture.
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 import functional_optim as fo
@@ -172,3 +173,12 @@ def precision(dtype):
   if np.dtype(dtype) in (np.dtype(np.float64), np.dtype(np.complex128)):
     return jax.enable_x64(True)
   return contextlib.nullcontext()
+
+
+def assert_same_error_as_torch(torch_cls, ours, kwargs) -> None:
+  """Building with ``kwargs`` raises torch's exception type with torch's message."""
+  with pytest.raises(Exception) as theirs:
+    torch_cls([torch.zeros(2, requires_grad=True)], **kwargs)
+  with pytest.raises(type(theirs.value)) as raised:
+    ours(**kwargs)
+  assert str(raised.value) == str(theirs.value)

@@ -1,0 +1,116 @@
+"""Adadelta: ``torch.optim.Adadelta``."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.transform import GradientTransformation
+from functional_optim.core.validation import check_at_least, check_between, is_zero
+from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._shared import (
+    ascent_or_descent, coupled_weight_decay, square_average)
+
+
+class AdadeltaState(NamedTuple):
+  """State of :func:`adadelta`, with torch's per-parameter keys."""
+  count: jax.Array
+  hyperparams: dict[str, Any]
+  step: Any
+  square_avg: Any
+  acc_delta: Any
+
+
+def _adadelta_scalars(step, hp):
+  del step  # Adadelta has no bias correction: the step count is bookkeeping only.
+  scalars = {
+      'lr': hp['lr'],
+      'rho': hp['rho'],
+      'one_minus_rho': 1 - hp['rho'],
+      'eps': hp['eps'],
+  }
+  if 'weight_decay' in hp:
+    scalars['weight_decay'] = hp['weight_decay']
+  return scalars
+
+
+def _adadelta_math(grad, param, buffers, s, *, maximize, weight_decay):
+  g = ascent_or_descent(grad, maximize)
+  if weight_decay:
+    g = coupled_weight_decay(g, param, s['weight_decay'])
+  square_avg = square_average(buffers['square_avg'], g, s['rho'], s['one_minus_rho'])
+  # eps goes inside both roots; torch divides the two RMS values first, then
+  # scales by the gradient.
+  std = jnp.sqrt(square_avg + s['eps'])
+  delta = jnp.sqrt(buffers['acc_delta'] + s['eps']) / std * g
+  acc_delta = square_average(buffers['acc_delta'], delta, s['rho'], s['one_minus_rho'])
+  return -s['lr'] * delta, {'square_avg': square_avg, 'acc_delta': acc_delta}
+
+
+def adadelta(
+    lr: ScalarOrSchedule = 1.0,
+    rho: ScalarOrSchedule = 0.9,
+    eps: ScalarOrSchedule = 1e-6,
+    weight_decay: ScalarOrSchedule = 0.0,
+    foreach: bool | None = None,
+    *,
+    capturable: bool = False,
+    maximize: bool = False,
+    differentiable: bool = False,
+) -> GradientTransformation:
+  r"""Adadelta, as ``torch.optim.Adadelta``.
+
+  .. math::
+     g_t &= \pm g_t + \lambda\theta_{t-1} \\
+     v_t &= \rho v_{t-1} + (1-\rho) g_t^2 \\
+     \Delta_t &= \frac{\sqrt{u_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}} \, g_t \\
+     u_t &= \rho u_{t-1} + (1-\rho) \Delta_t^2 \\
+     \theta_t &= \theta_{t-1} - \gamma \Delta_t
+
+  :math:`v` is torch's ``square_avg`` and :math:`u` its ``acc_delta``. The order
+  of operations is torch's for-loop implementation's.
+
+  Args:
+    lr: learning rate :math:`\gamma`, a factor on :math:`\Delta_t`.
+    rho: decay :math:`\rho` of both running averages, in ``[0, 1]``.
+    eps: :math:`\epsilon`, added inside both square roots.
+    weight_decay: L2 penalty :math:`\lambda` (the Python number 0 compiles it out).
+    maximize: maximize the objective instead of minimizing it.
+    foreach, capturable, differentiable: torch's implementation switches,
+      accepted as torch accepts them. Every implementation computes the same
+      update, and every update is differentiable with ``jax.grad``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.optimizers.adadelta import adadelta
+    >>> tx = adadelta(rho=0.25, eps=0.25)
+    >>> params = jnp.array([1.0, -1.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.array([1.0, -1.0]), state, params)
+    >>> updates  # first step: -sqrt(eps) / sqrt((1-ρ)·g² + eps) · g
+    Array([-0.5,  0.5], dtype=float32)
+  """
+  check_at_least(lr, 'lr', 'Invalid learning rate')
+  check_between(rho, 'rho', 'Invalid rho value', 0.0, 1.0)
+  check_at_least(eps, 'eps', 'Invalid epsilon value')
+  check_at_least(weight_decay, 'weight_decay', 'Invalid weight_decay value')
+  # torch has no fused Adadelta and checks none of these at construction.
+  del foreach, capturable, differentiable
+
+  has_weight_decay = not is_zero(weight_decay)
+  hyperparams = {'lr': lr, 'rho': rho, 'eps': eps}
+  if has_weight_decay:
+    hyperparams['weight_decay'] = weight_decay
+  return elementwise_transformation(
+      name='adadelta',
+      state_cls=AdadeltaState,
+      hyperparams=hyperparams,
+      buffers={'square_avg': jnp.zeros_like, 'acc_delta': jnp.zeros_like},
+      scalars=_adadelta_scalars,
+      math=partial(_adadelta_math, maximize=maximize, weight_decay=has_weight_decay),
+      needs_params=has_weight_decay,
+  )

@@ -1,0 +1,138 @@
+"""Averaged stochastic gradient descent: ``torch.optim.ASGD``."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.transform import GradientTransformation
+from functional_optim.core.validation import (
+    check_at_least, check_implementation_flags, concrete_value, is_zero)
+from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._shared import (
+    ascent_or_descent, coupled_weight_decay, decoupled_weight_decay)
+
+
+class ASGDState(NamedTuple):
+  """State of :func:`asgd`, with torch's per-parameter keys.
+
+  ``ax`` is the averaged param. ``eta`` and ``mu`` are the step size and the
+  averaging weight of each param's *next* step, float32 scalars whatever the
+  param's dtype, as torch keeps them. torch creates ``eta`` from the current lr
+  at a param's first step, and so do we: before it, ``eta`` holds the lr given
+  to the builder (0 for a schedule) and is not read.
+  """
+  count: jax.Array
+  hyperparams: dict[str, Any]
+  step: Any
+  ax: Any
+  eta: Any
+  mu: Any
+
+
+def _asgd_scalars(step, hp, *, eta, mu):
+  t = step.astype(hp['lr'].dtype)
+  lr, lambd = hp['lr'], hp['lambd']
+  eta = jnp.where(step == 1, lr.astype(jnp.float32), eta).astype(t.dtype)
+  scalars = {
+      'decay_factor': 1 - lambd * eta,
+      'step_size': eta,
+      'averaging_weight': mu,
+      # This step's eta and mu came from the previous step; these are the next's,
+      # from the current lr (stored as float32 by the kernel).
+      'eta': lr / (1 + lambd * lr * t) ** hp['alpha'],
+      'mu': 1 / jnp.maximum(1.0, t - hp['t0']),
+  }
+  if 'weight_decay' in hp:
+    scalars['weight_decay'] = hp['weight_decay']
+  return scalars
+
+
+def _asgd_math(grad, param, buffers, s, *, maximize, weight_decay):
+  g = ascent_or_descent(grad, maximize)
+  if weight_decay:
+    g = coupled_weight_decay(g, param, s['weight_decay'])
+  update = decoupled_weight_decay(param, s['decay_factor']) - s['step_size'] * g
+  new_param = param + update
+  ax, mu = buffers['ax'], s['averaging_weight']
+  # Until the averaging starts (mu == 1) torch copies the param, which an
+  # average with weight 1 would only round.
+  ax = jnp.where(mu != 1, ax + (new_param - ax) * mu, new_param)
+  return update, {'ax': ax}
+
+
+def asgd(
+    lr: ScalarOrSchedule = 1e-2,
+    lambd: ScalarOrSchedule = 1e-4,
+    alpha: ScalarOrSchedule = 0.75,
+    t0: ScalarOrSchedule = 1e6,
+    weight_decay: ScalarOrSchedule = 0.0,
+    foreach: bool | None = None,
+    maximize: bool = False,
+    differentiable: bool = False,
+    capturable: bool = False,
+) -> GradientTransformation:
+  r"""Averaged SGD, as ``torch.optim.ASGD``.
+
+  .. math::
+     g_t &= \pm g_t + \lambda\theta_{t-1} \\
+     \theta_t &= \theta_{t-1}(1 - \lambda_d\eta_t) - \eta_t g_t \\
+     \bar\theta_t &= \theta_t \ \text{if } \mu_t = 1, \quad
+       \bar\theta_t = \bar\theta_{t-1} + \mu_t(\theta_t - \bar\theta_{t-1})
+       \ \text{otherwise} \\
+     \eta_{t+1} &= \frac{\gamma}{(1 + \lambda_d\gamma t)^\alpha}, \quad
+     \mu_{t+1} = \frac{1}{\max(1, t - t_0)}
+
+  with :math:`\eta_1 = \gamma` and :math:`\mu_1 = 1`. :math:`\eta` and
+  :math:`\mu` are stored in float32, and each step's are computed at the end of
+  the previous step from the lr of that step, as torch does. The average
+  :math:`\bar\theta` (``ax``) is state only: it does not enter the update.
+
+  Args:
+    lr: learning rate :math:`\gamma`.
+    lambd: decay term :math:`\lambda_d`.
+    alpha: power :math:`\alpha` of the eta schedule.
+    t0: the step after which averaging starts.
+    weight_decay: L2 penalty :math:`\lambda` (the Python number 0 compiles it out).
+    maximize: maximize the objective instead of minimizing it.
+    foreach, differentiable, capturable: torch's implementation switches,
+      checked as torch checks them. Every implementation computes the same
+      update (the for-loop's), and every update is differentiable with
+      ``jax.grad``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.optimizers.asgd import asgd
+    >>> tx = asgd(lr=0.1, lambd=0.0, t0=0)
+    >>> params = jnp.array([1.0, -1.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.array([0.5, -2.0]), state, params)
+    >>> updates
+    Array([-0.05,  0.2 ], dtype=float32)
+    >>> state.ax  # the first step copies the param
+    Array([ 0.95, -0.8 ], dtype=float32)
+  """
+  check_at_least(lr, 'lr', 'Invalid learning rate')
+  check_at_least(weight_decay, 'weight_decay', 'Invalid weight_decay value')
+  check_implementation_flags(foreach, None, differentiable)
+  del capturable  # Step counts live on the device already: nothing to capture.
+
+  has_weight_decay = not is_zero(weight_decay)
+  hyperparams = {'lr': lr, 'lambd': lambd, 'alpha': alpha, 't0': t0}
+  if has_weight_decay:
+    hyperparams['weight_decay'] = weight_decay
+  initial_lr = concrete_value(lr, 'lr')
+  return elementwise_transformation(
+      name='asgd',
+      state_cls=ASGDState,
+      hyperparams=hyperparams,
+      buffers={'ax': jnp.zeros_like},
+      scalars=_asgd_scalars,
+      math=partial(_asgd_math, maximize=maximize, weight_decay=has_weight_decay),
+      needs_params=True,
+      scalar_state={'eta': 0.0 if initial_lr is None else initial_lr, 'mu': 1.0},
+  )

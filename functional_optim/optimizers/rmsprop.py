@@ -1,0 +1,150 @@
+"""RMSprop, with momentum and the centered variant: ``torch.optim.RMSprop``."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.numerics import lerp
+from functional_optim.core.transform import GradientTransformation
+from functional_optim.core.validation import check_at_least, is_zero
+from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._shared import (
+    ascent_or_descent, coupled_weight_decay, square_average)
+
+
+class RMSpropState(NamedTuple):
+  """State of :func:`rmsprop`, with torch's per-parameter keys.
+
+  ``momentum_buffer`` is None when built with ``momentum=0``; ``grad_avg`` is
+  None unless ``centered=True``.
+  """
+  count: jax.Array
+  hyperparams: dict[str, Any]
+  step: Any
+  square_avg: Any
+  momentum_buffer: Any
+  grad_avg: Any
+
+
+def _rmsprop_scalars(step, hp):
+  del step  # RMSprop has no bias correction: the step count is bookkeeping only.
+  scalars = {
+      'lr': hp['lr'],
+      'alpha': hp['alpha'],
+      'one_minus_alpha': 1 - hp['alpha'],
+      'eps': hp['eps'],
+  }
+  if 'weight_decay' in hp:
+    scalars['weight_decay'] = hp['weight_decay']
+  if 'momentum' in hp:
+    scalars['momentum'] = hp['momentum']
+  return scalars
+
+
+def _rmsprop_math(grad, param, buffers, s, *, maximize, weight_decay, momentum, centered):
+  g = ascent_or_descent(grad, maximize)
+  if weight_decay:
+    g = coupled_weight_decay(g, param, s['weight_decay'])
+  square_avg = square_average(buffers['square_avg'], g, s['alpha'], s['one_minus_alpha'])
+  new_buffers = {'square_avg': square_avg}
+  second_moment = square_avg
+  if centered:
+    grad_avg = lerp(buffers['grad_avg'], g, s['one_minus_alpha'])
+    new_buffers['grad_avg'] = grad_avg
+    second_moment = square_avg - grad_avg * grad_avg
+  avg = jnp.sqrt(second_moment) + s['eps']
+  update = (-s['lr'] * g) / avg
+  if momentum:
+    buf = buffers['momentum_buffer']
+    new_buf = buf * s['momentum'] + g / avg
+    # torch takes the momentum branch only while momentum > 0: a momentum set to
+    # 0 later leaves the buffer as it is and steps like plain RMSprop.
+    active = s['momentum'] > 0
+    update = jnp.where(active, -s['lr'] * new_buf, update)
+    new_buffers['momentum_buffer'] = jnp.where(active, new_buf, buf)
+  return update, new_buffers
+
+
+def rmsprop(
+    lr: ScalarOrSchedule = 1e-2,
+    alpha: ScalarOrSchedule = 0.99,
+    eps: ScalarOrSchedule = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.0,
+    momentum: ScalarOrSchedule = 0.0,
+    centered: bool = False,
+    capturable: bool = False,
+    foreach: bool | None = None,
+    maximize: bool = False,
+    differentiable: bool = False,
+) -> GradientTransformation:
+  r"""RMSprop, as ``torch.optim.RMSprop``.
+
+  .. math::
+     g_t &= \pm g_t + \lambda\theta_{t-1} \\
+     v_t &= \alpha v_{t-1} + (1-\alpha) g_t^2 \\
+     \bar g_t &= \operatorname{lerp}(\bar g_{t-1}, g_t, 1-\alpha), \quad
+       w_t = v_t - \bar g_t^2 \ \text{(centered)}, \ \text{else } w_t = v_t \\
+     a_t &= \sqrt{w_t} + \epsilon \\
+     b_t &= \mu b_{t-1} + g_t / a_t, \quad \theta_t = \theta_{t-1} - \gamma b_t
+       \ \text{(momentum)}, \ \text{else } \theta_t = \theta_{t-1} - \gamma g_t / a_t
+
+  The momentum buffer starts at zero (unlike SGD's, which starts at the first
+  gradient). The order of operations is torch's for-loop implementation's.
+
+  Args:
+    lr: learning rate :math:`\gamma`.
+    alpha: smoothing constant :math:`\alpha` of the averages.
+    eps: :math:`\epsilon`, added after the square root.
+    weight_decay: L2 penalty :math:`\lambda` (the Python number 0 compiles it out).
+    momentum: momentum factor :math:`\mu`. The Python number 0 (the default)
+      builds RMSprop with no buffer; an array or schedule keeps the buffer, used
+      while :math:`\mu > 0`.
+    centered: normalize by an estimate of the gradient's variance instead of
+      its second moment.
+    maximize: maximize the objective instead of minimizing it.
+    capturable, foreach, differentiable: torch's implementation switches,
+      accepted as torch accepts them. Every implementation computes the same
+      update, and every update is differentiable with ``jax.grad``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.optimizers.rmsprop import rmsprop
+    >>> tx = rmsprop(lr=0.01, alpha=0.75, momentum=0.5)
+    >>> params = jnp.array([1.0, -1.0])
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jnp.array([3.0, -0.5]), state, params)
+    >>> updates  # -lr·g/sqrt((1-α)·g²): a first step of -lr·sign(g)/sqrt(1-α)
+    Array([-0.02,  0.02], dtype=float32)
+  """
+  check_at_least(lr, 'lr', 'Invalid learning rate')
+  check_at_least(eps, 'eps', 'Invalid epsilon value')
+  check_at_least(momentum, 'momentum', 'Invalid momentum value')
+  check_at_least(weight_decay, 'weight_decay', 'Invalid weight_decay value')
+  check_at_least(alpha, 'alpha', 'Invalid alpha value')
+  # torch has no fused RMSprop and checks none of these at construction.
+  del capturable, foreach, differentiable
+
+  has_momentum = not is_zero(momentum)
+  has_weight_decay = not is_zero(weight_decay)
+  hyperparams = {'lr': lr, 'alpha': alpha, 'eps': eps}
+  if has_weight_decay:
+    hyperparams['weight_decay'] = weight_decay
+  if has_momentum:
+    hyperparams['momentum'] = momentum
+  return elementwise_transformation(
+      name='rmsprop',
+      state_cls=RMSpropState,
+      hyperparams=hyperparams,
+      buffers={'square_avg': jnp.zeros_like,
+               'momentum_buffer': jnp.zeros_like if has_momentum else None,
+               'grad_avg': jnp.zeros_like if centered else None},
+      scalars=_rmsprop_scalars,
+      math=partial(_rmsprop_math, maximize=maximize, weight_decay=has_weight_decay,
+                   momentum=has_momentum, centered=centered),
+      needs_params=has_weight_decay,
+  )
