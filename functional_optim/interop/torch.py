@@ -42,6 +42,8 @@ def state_dict_to_torch(state_dict: dict[str, Any]) -> dict[str, Any]:
   def convert(value):
     if isinstance(value, dict):
       return {k: convert(v) for k, v in value.items()}
+    if isinstance(value, list):  # LBFGS's history lists
+      return [convert(v) for v in value]
     if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, '__jax_array__') \
         or type(value).__module__.startswith('jax'):
       return _tensor(value, torch)

@@ -8,9 +8,13 @@ A PyTorch script ports by changing its import::
 """
 
 from functional_optim.optim import optimizer
-from functional_optim.optim.algorithms import SGD, Adam, AdamW
+from functional_optim.optim.algorithms import (
+    ASGD, LBFGS, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, Muon, NAdam,
+    RAdam, RMSprop, Rprop, SparseAdam)
 from functional_optim.optim.optimizer import (
     Optimizer, register_optimizer_step_post_hook, register_optimizer_step_pre_hook)
 
-__all__ = ['Adam', 'AdamW', 'Optimizer', 'SGD', 'optimizer',
+__all__ = ['ASGD', 'Adadelta', 'Adafactor', 'Adagrad', 'Adam', 'Adamax', 'AdamW',
+           'LBFGS', 'Muon', 'NAdam', 'Optimizer', 'RAdam', 'RMSprop', 'Rprop', 'SGD', 'SparseAdam',
+           'optimizer',
            'register_optimizer_step_post_hook', 'register_optimizer_step_pre_hook']

@@ -124,6 +124,16 @@ class ParamSource:
       return dict(zip(self.names, self.leaves()))
     return self.tree
 
+  def function_of_params(self, fn):
+    """``fn`` of the user's params as a function of :attr:`tree` (traceable)."""
+    if self.module is not None:
+      from flax import nnx
+      graphdef, _, rest = nnx.split(self.module, nnx.Param, ...)
+      return lambda tree: fn(nnx.merge(graphdef, tree, rest))
+    if self.names is not None:
+      return lambda tree: fn(dict(zip(self.names, self.treedef.flatten_up_to(tree))))
+    return fn
+
   def grads_tree(self, grads) -> Any:
     """The user's gradients as a tree shaped like :attr:`tree` (None = no gradient)."""
     if self.module is not None:

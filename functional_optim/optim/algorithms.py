@@ -1,50 +1,79 @@
 """The torch.optim classes, each a thin layer over its functional builder.
 
-A class only lists torch's signature, which hyperparameters are numeric data
-(``_dynamic``: edited in ``param_groups`` without recompiling) and how its state
-maps onto torch's; the update math is the functional optimizer's.
+The builders already take torch's arguments, names, order and defaults, so a
+class is made from its builder's signature. It only says which
+hyperparameters are numeric data (``_dynamic``), which can be edited in
+``param_groups`` without recompiling, and where its state differs from the
+default mapping onto torch's. The update math is the functional optimizer's.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 from functional_optim import optimizers as F
-from functional_optim.optim.optimizer import Optimizer
+from functional_optim.core.hyperparams import set_hyperparams
+from functional_optim.core.transform import apply_updates
+from functional_optim.optim.optimizer import Optimizer, _to_numpy
 
 
-class SGD(Optimizer):
-  """``torch.optim.SGD`` over :func:`functional_optim.sgd`."""
-  _builder = staticmethod(F.sgd)
-  _dynamic = ('lr', 'momentum', 'dampening', 'weight_decay')
-  _torch_has_step = False
+def _torch_class(name: str, builder: Callable, dynamic: tuple[str, ...],
+                 **attributes: Any) -> type[Optimizer]:
+  """``torch.optim.<name>(params, ...)`` over ``builder(...)``, with its signature."""
+  signature = inspect.signature(builder)
 
-  def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-               nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-               fused=None):
-    super().__init__(params, dict(
-        lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-        nesterov=nesterov, maximize=maximize, foreach=foreach,
-        differentiable=differentiable, fused=fused))
+  def __init__(self, params, *args, **kwargs):
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    Optimizer.__init__(self, params, dict(bound.arguments))
 
-  def _torch_state_keys(self, group, state) -> list[str]:
-    # torch keeps a momentum buffer only for groups that use momentum.
-    return ['momentum_buffer'] if group['momentum'] != 0 else []
+  self_and_params = [inspect.Parameter('self', inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                     inspect.Parameter('params', inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+  __init__.__signature__ = signature.replace(
+      parameters=self_and_params + list(signature.parameters.values()),
+      return_annotation=inspect.Signature.empty)
+  doc = (f'``torch.optim.{name}`` over :func:`functional_optim.{builder.__name__}`.\n\n'
+         f'Takes the params as :class:`Optimizer` does and the arguments of '
+         f'``{builder.__name__}``; ``{", ".join(dynamic)}`` are data: edit them in '
+         f'``param_groups`` between steps without recompiling.')
+  return type(name, (Optimizer,), {
+      '__init__': __init__, '__doc__': doc, '__module__': __name__,
+      '_builder': staticmethod(builder), '_dynamic': dynamic, **attributes})
 
 
-class Adam(Optimizer):
-  """``torch.optim.Adam`` over :func:`functional_optim.adam`."""
-  _builder = staticmethod(F.adam)
-  _dynamic = ('lr', 'betas', 'eps', 'weight_decay')
+def _keep_momentum_buffer_if_momentum(self, group, state) -> list[str]:
+  # torch makes a momentum buffer only for groups that use momentum.
+  keys = Optimizer._torch_state_keys(self, group, state)
+  return [k for k in keys if k != 'momentum_buffer' or group['momentum'] != 0]
 
-  def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-               amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-               differentiable=False, fused=None, decoupled_weight_decay=False):
-    super().__init__(params, dict(
-        lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-        maximize=maximize, foreach=foreach, capturable=capturable,
-        differentiable=differentiable, fused=fused,
-        decoupled_weight_decay=decoupled_weight_decay))
+
+SGD = _torch_class('SGD', F.sgd, ('lr', 'momentum', 'dampening', 'weight_decay'),
+                   _torch_has_step=False,
+                   _torch_state_keys=_keep_momentum_buffer_if_momentum)
+Adam = _torch_class('Adam', F.adam, ('lr', 'betas', 'eps', 'weight_decay'))
+Adadelta = _torch_class('Adadelta', F.adadelta, ('lr', 'rho', 'eps', 'weight_decay'))
+Adafactor = _torch_class('Adafactor', F.adafactor,
+                         ('lr', 'beta2_decay', 'eps', 'd', 'weight_decay'))
+Adagrad = _torch_class('Adagrad', F.adagrad, ('lr', 'lr_decay', 'weight_decay', 'eps'),
+                       _state_from_construction=True)
+Adamax = _torch_class('Adamax', F.adamax, ('lr', 'betas', 'eps', 'weight_decay'))
+ASGD = _torch_class('ASGD', F.asgd, ('lr', 'lambd', 'alpha', 't0', 'weight_decay'))
+NAdam = _torch_class('NAdam', F.nadam,
+                     ('lr', 'betas', 'eps', 'weight_decay', 'momentum_decay'))
+RAdam = _torch_class('RAdam', F.radam, ('lr', 'betas', 'eps', 'weight_decay'))
+RMSprop = _torch_class('RMSprop', F.rmsprop,
+                       ('lr', 'alpha', 'eps', 'weight_decay', 'momentum'),
+                       _torch_state_keys=_keep_momentum_buffer_if_momentum)
+Rprop = _torch_class('Rprop', F.rprop, ('lr', 'etas', 'step_sizes'))
+SparseAdam = _torch_class('SparseAdam', F.sparse_adam, ('lr', 'betas', 'eps'),
+                          _torch_int_step=True)
+Muon = _torch_class('Muon', F.muon,
+                    ('lr', 'weight_decay', 'momentum', 'ns_coefficients', 'eps'))
 
 
 class AdamW(Adam):
@@ -62,3 +91,114 @@ class AdamW(Adam):
     super().load_state_dict(state_dict)
     for group in self.param_groups:
       group['decoupled_weight_decay'] = True
+
+
+class LBFGS(Optimizer):
+  """``torch.optim.LBFGS`` over :func:`functional_optim.lbfgs`: ``step(closure)``.
+
+  ``closure(params)`` returns the loss (differentiated here) or ``(loss, grads)``;
+  it gets the params in the structure given (the module, for an nnx Module). The
+  whole step, every inner iteration and line-search evaluation, is one compiled
+  program, cached per closure: define the closure once, outside the loop (a new
+  closure object compiles a new program). Returns the loss at the params the
+  step started from, as torch does. ``lr`` and the tolerances are data.
+  """
+  _builder = staticmethod(F.lbfgs)
+  _dynamic = ('lr', 'tolerance_grad', 'tolerance_change')
+
+  def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
+               tolerance_change=1e-9, history_size=100, line_search_fn=None):
+    if max_eval is None:
+      max_eval = max_iter * 5 // 4
+    super().__init__(params, dict(
+        lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
+        tolerance_change=tolerance_change, history_size=history_size,
+        line_search_fn=line_search_fn))
+    if len(self.param_groups) != 1:
+      raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+
+  def add_param_group(self, param_group) -> None:
+    if self.param_groups:
+      raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+    super().add_param_group(param_group)
+
+  def _step(self, closure=None):
+    if not callable(closure):
+      raise TypeError('LBFGS.step needs a closure: step(closure), with closure(params) '
+                      'returning the loss or (loss, grads)')
+    self._refresh_structure()
+    source = self._sources[0]
+    key = (self._signatures[0], closure)
+    if key not in self._compiled:
+      self._compiled[key] = self._compile(closure)
+    tree, self._states[0] = self._compiled[key](
+        source.tree, self._states[0], self._hyperparams(self.param_groups[0]))
+    source.set_tree(tree)
+    self.param_groups[0]['params'] = source.leaves()
+    return self._states[0].loss
+
+  def _compile(self, closure):
+    source, transform = self._sources[0], self._transforms[0]
+    objective = source.function_of_params(closure)
+    returns_grads = isinstance(jax.eval_shape(objective, source.tree), tuple)
+    if returns_grads:
+      def value_and_grad(tree):
+        loss, grads = objective(tree)
+        return loss, source.grads_tree(grads)
+      kwargs = {'value_and_grad_fn': value_and_grad}
+    else:
+      kwargs = {'value_fn': objective}
+
+    def step(tree, state, hyperparams):
+      updates, state = transform.update(None, set_hyperparams(state, **hyperparams),
+                                        tree, **kwargs)
+      return apply_updates(tree, updates), state
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+  # torch keeps all of LBFGS's state under the first param, with Python lists
+  # (oldest pair first) for the history and Python numbers for counters.
+
+  def _param_states(self, g: int) -> list:
+    state = self._states[g]
+    out = [None] * len(self.param_groups[g]['params'])
+    if int(state.func_evals) == 0:
+      return out  # torch makes the entry at the first step
+    old_dirs, old_stps, ro = (np.array(x) for x in state.history())
+    out[0] = {
+        'func_evals': int(state.func_evals), 'n_iter': int(state.n_iter),
+        'd': np.array(state.d), 't': float(state.t),
+        'old_dirs': list(old_dirs), 'old_stps': list(old_stps), 'ro': list(ro),
+        'H_diag': np.array(state.H_diag), 'prev_flat_grad': np.array(state.prev_flat_grad),
+        'prev_loss': float(state.prev_loss),
+        'al': [None] * self.param_groups[g]['history_size'],
+    }
+    return out
+
+  def _fill_state(self, g, group, fresh, entries, ids):
+    entry = entries[0]
+    if entry is None:
+      return fresh
+    as_array = lambda x, like: jnp.asarray(_to_numpy(x), like.dtype).reshape(like.shape)
+    pairs = len(entry['old_dirs'])
+    size = fresh.ro.shape[0]
+    if pairs > size:
+      raise ValueError(f'the loaded LBFGS history holds {pairs} pairs, more than '
+                       f'history_size={size}')
+    def ring(rows, like):
+      if not pairs:
+        return like
+      return like.at[:pairs].set(jnp.stack([as_array(r, like[0]) for r in rows]))
+    return fresh._replace(
+        count=jnp.asarray(entry['n_iter'], jnp.int32),
+        func_evals=jnp.asarray(entry['func_evals'], jnp.int32),
+        n_iter=jnp.asarray(entry['n_iter'], jnp.int32),
+        d=as_array(entry['d'], fresh.d), t=as_array(entry['t'], fresh.t),
+        old_dirs=ring(entry['old_dirs'], fresh.old_dirs),
+        old_stps=ring(entry['old_stps'], fresh.old_stps),
+        ro=ring(entry['ro'], fresh.ro),
+        H_diag=as_array(entry['H_diag'], fresh.H_diag),
+        prev_flat_grad=as_array(entry['prev_flat_grad'], fresh.prev_flat_grad),
+        prev_loss=as_array(entry['prev_loss'], fresh.prev_loss),
+        history_count=jnp.asarray(pairs, jnp.int32),
+        history_start=jnp.zeros([], jnp.int32))

@@ -48,13 +48,18 @@ def _freeze(value):
 
 
 def _to_numpy(value) -> np.ndarray:
-  """A torch tensor, jax array, numpy array or number as a numpy array (no torch import)."""
+  """A copy of a torch tensor, jax array, numpy array or number as a numpy array.
+
+  Always a copy: ``tensor.numpy()`` shares torch's memory (torch updates its
+  state in place), and ``jnp.asarray`` of a numpy array may share it too.
+  Works without importing torch.
+  """
   if hasattr(value, 'detach') and hasattr(value, 'cpu'):  # a torch.Tensor
     value = value.detach().cpu()
     if str(value.dtype) == 'torch.bfloat16':
       return np.asarray(value.float().numpy()).astype(jnp.bfloat16)
-    return value.numpy()
-  return np.asarray(value)
+    return value.numpy().copy()
+  return np.array(value)
 
 
 class Optimizer:
@@ -76,6 +81,7 @@ class Optimizer:
   _dynamic: tuple[str, ...] = ()
   # torch keeps no ``step`` for SGD; Adagrad's state exists from construction.
   _torch_has_step: bool = True
+  _torch_int_step: bool = False  # SparseAdam's step is a Python int
   _state_from_construction: bool = False
 
   def __init__(self, params: Any, defaults: dict[str, Any]):
@@ -392,7 +398,11 @@ class Optimizer:
       if not keys or (float(step) == 0 and not self._state_from_construction):
         out.append(None)
       else:
-        out.append({k: np.array(columns[k][i]) for k in keys})
+        # A field a param does not keep (Adafactor's factored vs full) is None.
+        entry = {k: np.array(columns[k][i]) for k in keys if columns[k][i] is not None}
+        if self._torch_int_step and 'step' in entry:
+          entry['step'] = int(entry['step'])
+        out.append(entry)
     return out
 
   def state_dict(self) -> dict[str, Any]:
@@ -474,6 +484,8 @@ class Optimizer:
       if entry is None:
         continue
       for key in keys:
+        if columns[key][i] is None:  # not kept for this param
+          continue
         if key not in entry:
           raise KeyError(f'state of param {param_id} has no {key!r} '
                          f'(it has {sorted(entry)})')

@@ -22,7 +22,22 @@ CLASSES = {
              dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
     'AdamW': (dict(lr=0.05, weight_decay=0.05),
               dict(lr=0.02, eps=1e-6, amsgrad=True)),
+    'Adadelta': (dict(lr=1.0, weight_decay=0.01), dict(lr=0.5, rho=0.8, eps=1e-5)),
+    'Adafactor': (dict(lr=0.01), dict(lr=0.02, d=2.0, weight_decay=0.01)),
+    'Adagrad': (dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1),
+                dict(lr=0.05, weight_decay=0.01)),
+    'Adamax': (dict(lr=0.02), dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.01)),
+    'ASGD': (dict(lr=0.05, t0=10), dict(lr=0.02, lambd=1e-3)),
+    'NAdam': (dict(lr=0.02), dict(lr=0.01, momentum_decay=0.01, weight_decay=0.01,
+                                  decoupled_weight_decay=True)),
+    'RAdam': (dict(lr=0.02), dict(lr=0.01, weight_decay=0.01)),
+    # The second group has no momentum: torch keeps no momentum_buffer for it.
+    'RMSprop': (dict(lr=0.01, alpha=0.9, eps=1e-2, momentum=0.5),
+                dict(lr=0.005, centered=True, momentum=0.0)),
+    'Rprop': (dict(lr=0.01), dict(lr=0.02, etas=(0.4, 1.3))),
 }
+FLOAT32 = ('SGD', 'Adam', 'AdamW')
+FLOAT32_SCALARS = ('eta', 'mu', 'mu_product')
 
 
 def _groups(params, overrides, named):
@@ -71,12 +86,18 @@ def _compare(opt, tensors, topt):
   for pid, entry in theirs_sd['state'].items():
     assert set(ours_sd['state'][pid]) == set(entry), pid
     for key, value in entry.items():
-      assert_close(ours_sd['state'][pid][key], value.numpy(), f'state {pid} {key}')
+      ours = ours_sd['state'][pid][key]
+      value = value.numpy()
+      assert_close(ours, value, f'state {pid} {key}')
 
 
-@pytest.mark.parametrize('named', [False, True], ids=['unnamed', 'named'])
-@pytest.mark.parametrize('dtype', [np.float64, np.float32])
-@pytest.mark.parametrize('name', CLASSES)
+RUNS = ([(name, np.float64, named) for name in CLASSES for named in (False, True)]
+        + [(name, np.float32, named) for name in FLOAT32 for named in (False, True)])
+
+
+@pytest.mark.parametrize('name,dtype,named', RUNS,
+                         ids=[f'{n}-{np.dtype(d).name}-{"named" if m else "unnamed"}'
+                              for n, d, m in RUNS])
 def test_two_groups_50_steps(name, dtype, named):
   with precision(dtype):
     init = initial_params(dtype)
@@ -120,6 +141,13 @@ def test_handoff_to_torch(name, x64):
     opt.step(_our_grads(opt, named=False))
   tensors, topt = _torch_opt(name, _our_flat_params(opt, False), named=False)
   topt.load_state_dict(state_dict_to_torch(opt.state_dict()))
+  # torch's loader casts every state tensor but `step` to the param's dtype, so
+  # NAdam's mu_product and ASGD's eta/mu would go on in float64, unlike a torch
+  # run that never reloaded. Put back the float32 that torch itself creates.
+  for entry in topt.state.values():
+    for key in FLOAT32_SCALARS:
+      if key in entry:
+        entry[key] = entry[key].float()
   for _ in range(15):
     _torch_step(tensors, topt)
     opt.step(_our_grads(opt, named=False))
@@ -186,3 +214,116 @@ def test_named_parameter_load_hook_from_torch_docs(x64):
   for name, theirs in zip(names, t2):
     assert_close(np.asarray(opt2.params[name]), theirs.detach().numpy(), name)
   np.testing.assert_array_equal(opt2.state['fc1.weight']['momentum_buffer'].shape, (4, 3))
+
+
+def test_sparse_adam_with_sparse_gradients(x64):
+  """An embedding table: each step's BCOO gradient touches a few rows (some twice)."""
+  from jax.experimental import sparse
+  rng = np.random.default_rng(5)
+  table = rng.normal(size=(12, 3))
+  theirs_param = torch.tensor(table, requires_grad=True)
+  topt = torch.optim.SparseAdam([theirs_param], lr=0.05)
+  opt = optim.SparseAdam([jnp.asarray(table)], lr=0.05)
+  for _ in range(20):
+    rows = rng.integers(0, 12, size=5)
+    values = rng.normal(size=(5, 3))
+    theirs_param.grad = torch.sparse_coo_tensor(
+        torch.tensor(rows)[None], torch.tensor(values), (12, 3))
+    topt.step()
+    opt.step([sparse.BCOO((jnp.asarray(values), jnp.asarray(rows)[:, None]), shape=(12, 3))])
+  assert_close(np.asarray(opt.params[0]), theirs_param.detach().numpy(), 'table')
+  ours, theirs = opt.state_dict()['state'][0], topt.state_dict()['state'][0]
+  assert ours['step'] == theirs['step'] == 20 and isinstance(ours['step'], int)
+  for key in ('exp_avg', 'exp_avg_sq'):
+    assert_close(ours[key], theirs[key].numpy(), key)
+
+
+def test_muon_two_groups(x64):
+  rng = np.random.default_rng(6)
+  init = [rng.normal(size=s) for s in [(4, 3), (3, 5), (2, 2)]]
+  tensors = [torch.tensor(x, requires_grad=True) for x in init]
+  groups = lambda ps: [{'params': ps[:2]}, {'params': ps[2:], 'lr': 0.01, 'nesterov': False}]
+  topt = torch.optim.Muon(groups(tensors), lr=0.02, adjust_lr_fn='match_rms_adamw')
+  opt = optim.Muon(groups([jnp.asarray(x) for x in init]), lr=0.02,
+                   adjust_lr_fn='match_rms_adamw')
+  objective = lambda ps, xp: sum(xp.sum(xp.log(xp.cosh(p - 0.2))) for p in ps)
+  for _ in range(10):
+    topt.zero_grad()
+    objective(tensors, torch).backward()
+    topt.step()
+    grads = jax.grad(lambda ps: objective(ps[0] + ps[1], jnp))(opt.params)
+    opt.step(grads)
+  # Newton-Schulz runs in bfloat16 in both libraries, with the same operations,
+  # so the orthogonalized updates agree bit for bit and float64 params to rounding.
+  for i, (ours, theirs) in enumerate(zip(opt.params[0] + opt.params[1], tensors)):
+    assert_close(np.asarray(ours), theirs.detach().numpy(), f'param {i}')
+
+
+@pytest.mark.parametrize('line_search_fn', [None, 'strong_wolfe'])
+def test_lbfgs_closure_steps(line_search_fn, x64):
+  """Logistic regression, 3 steps of 20 inner iterations, closure in both libraries."""
+  rng = np.random.default_rng(7)
+  x, y = rng.normal(size=(60, 4)), (rng.random(60) > 0.5).astype(np.float64)
+  w0 = rng.normal(size=4) * 0.1
+
+  def nll(w, xp, xs, ys):
+    z = xs @ w
+    return xp.mean(xp.log(1 + xp.exp(-z)) + (1 - ys) * z) + 0.01 * xp.sum(w * w)
+
+  tw = torch.tensor(w0, requires_grad=True)
+  topt = torch.optim.LBFGS([tw], lr=0.8, history_size=5, line_search_fn=line_search_fn)
+  def torch_closure():
+    topt.zero_grad()
+    loss = nll(tw, torch, torch.tensor(x), torch.tensor(y))
+    loss.backward()
+    return loss
+  opt = optim.LBFGS([('w', jnp.asarray(w0))], lr=0.8, history_size=5,
+                    line_search_fn=line_search_fn)
+  closure = lambda params: nll(params['w'], jnp, jnp.asarray(x), jnp.asarray(y))
+  for _ in range(3):
+    theirs = topt.step(torch_closure).detach()
+    ours = opt.step(closure)
+    np.testing.assert_allclose(float(ours), theirs.item(), rtol=1e-12)
+    assert_close(np.asarray(opt.params['w']), tw.detach().numpy(), 'w')
+  state = topt.state[tw]
+  assert int(opt.opt_state.func_evals) == state['func_evals']
+  assert int(opt.opt_state.n_iter) == state['n_iter']
+  assert len(opt._compiled) == 1
+
+
+def test_lbfgs_rejects_param_groups():
+  with pytest.raises(ValueError, match="LBFGS doesn't support per-parameter options"):
+    optim.LBFGS([{'params': [jnp.ones(2)]}, {'params': [jnp.ones(3)]}])
+
+
+def test_lbfgs_state_dict_handoff_both_ways(x64):
+  """torch's LBFGS state (lists, Python numbers) loads into ours and back."""
+  rng = np.random.default_rng(8)
+  a, w0 = rng.normal(size=(6, 6)), rng.normal(size=6)
+  objective = lambda w, xp, m: xp.sum(xp.log(xp.cosh(m @ w - 0.5)))
+  tw = torch.tensor(w0, requires_grad=True)
+  topt = torch.optim.LBFGS([tw], lr=0.5, max_iter=4, history_size=3)
+  def torch_closure():
+    topt.zero_grad()
+    loss = objective(tw, torch, torch.tensor(a))
+    loss.backward()
+    return loss
+  closure = lambda params: objective(params[0], jnp, jnp.asarray(a))
+  topt.step(torch_closure)
+  opt = optim.LBFGS([jnp.asarray(tw.detach().numpy())], lr=0.5, max_iter=4, history_size=3)
+  opt.load_state_dict(topt.state_dict())
+  for _ in range(3):  # continue side by side from torch's state
+    topt.step(torch_closure)
+    opt.step(closure)
+  assert_close(np.asarray(opt.params[0]), tw.detach().numpy(), 'w')
+  ours, theirs = opt.state_dict()['state'][0], topt.state_dict()['state'][0]
+  assert (ours['func_evals'], ours['n_iter']) == (theirs['func_evals'], theirs['n_iter'])
+  assert len(ours['old_dirs']) == len(theirs['old_dirs']) == 3
+  for key in ('old_dirs', 'old_stps', 'ro'):
+    for i, (o, t) in enumerate(zip(ours[key], theirs[key])):
+      assert_close(o, t.numpy(), f'{key}[{i}]')
+  # And back: torch continues from our state as we do.
+  topt2 = torch.optim.LBFGS([torch.tensor(np.asarray(opt.params[0]), requires_grad=True)],
+                            lr=0.5, max_iter=4, history_size=3)
+  topt2.load_state_dict(state_dict_to_torch(opt.state_dict()))
+  assert topt2.state_dict()['state'][0]['n_iter'] == ours['n_iter']
