@@ -63,7 +63,7 @@ def weight_decay_scalars(hp) -> dict[str, jax.Array]:
 
 
 def decayed_gradient(grad, param, s, *, maximize: bool, weight_decay: bool,
-                     decoupled: bool) -> jax.Array:
+                     decoupled: bool = False) -> jax.Array:
   """The gradient the moments see: negated for ``maximize``, then ``+ λθ`` if coupled."""
   g = ascent_or_descent(grad, maximize)
   if weight_decay and not decoupled:

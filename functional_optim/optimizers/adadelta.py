@@ -13,7 +13,7 @@ from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import check_at_least, check_between, is_zero
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    ascent_or_descent, coupled_weight_decay, square_average)
+    decayed_gradient, square_average, weight_decay_scalars)
 
 
 class AdadeltaState(NamedTuple):
@@ -33,15 +33,12 @@ def _adadelta_scalars(step, hp):
       'one_minus_rho': 1 - hp['rho'],
       'eps': hp['eps'],
   }
-  if 'weight_decay' in hp:
-    scalars['weight_decay'] = hp['weight_decay']
+  scalars.update(weight_decay_scalars(hp))
   return scalars
 
 
 def _adadelta_math(grad, param, buffers, s, *, maximize, weight_decay):
-  g = ascent_or_descent(grad, maximize)
-  if weight_decay:
-    g = coupled_weight_decay(g, param, s['weight_decay'])
+  g = decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay)
   square_avg = square_average(buffers['square_avg'], g, s['rho'], s['one_minus_rho'])
   # eps goes inside both roots; torch divides the two RMS values first, then
   # scales by the gradient.

@@ -13,9 +13,7 @@ from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
     check_at_least, check_implementation_flags, is_zero)
 from functional_optim.kernels.elementwise import elementwise_transformation
-from functional_optim.optimizers._shared import ascent_or_descent, coupled_weight_decay
-
-
+from functional_optim.optimizers._shared import decayed_gradient, weight_decay_scalars
 class AdagradState(NamedTuple):
   """State of :func:`adagrad`; ``sum`` is torch's per-parameter key.
 
@@ -43,15 +41,12 @@ def _adagrad_scalars(step, hp):
       'clr': hp['lr'] / (1 + (t - 1) * hp['lr_decay']),
       'eps': hp['eps'],
   }
-  if 'weight_decay' in hp:
-    scalars['weight_decay'] = hp['weight_decay']
+  scalars.update(weight_decay_scalars(hp))
   return scalars
 
 
 def _adagrad_math(grad, param, buffers, s, *, maximize, weight_decay):
-  g = ascent_or_descent(grad, maximize)
-  if weight_decay:
-    g = coupled_weight_decay(g, param, s['weight_decay'])
+  g = decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay)
   state_sum = buffers['sum'] + g * g
   std = jnp.sqrt(state_sum) + s['eps']
   return (-s['clr'] * g) / std, {'sum': state_sum}

@@ -13,9 +13,7 @@ from functional_optim.core.numerics import lerp
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import check_at_least, check_beta, check_pair, is_zero
 from functional_optim.kernels.elementwise import elementwise_transformation
-from functional_optim.optimizers._shared import ascent_or_descent, coupled_weight_decay
-
-
+from functional_optim.optimizers._shared import decayed_gradient, weight_decay_scalars
 class AdamaxState(NamedTuple):
   """State of :func:`adamax`, with torch's per-parameter keys."""
   count: jax.Array
@@ -35,15 +33,12 @@ def _adamax_scalars(step, hp):
       'step_size': hp['lr'] / (1 - beta1 ** t),
       'eps': hp['eps'],
   }
-  if 'weight_decay' in hp:
-    scalars['weight_decay'] = hp['weight_decay']
+  scalars.update(weight_decay_scalars(hp))
   return scalars
 
 
 def _adamax_math(grad, param, buffers, s, *, maximize, weight_decay):
-  g = ascent_or_descent(grad, maximize)
-  if weight_decay:
-    g = coupled_weight_decay(g, param, s['weight_decay'])
+  g = decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay)
   exp_avg = lerp(buffers['exp_avg'], g, s['one_minus_beta1'])
   # eps joins |g| before the max, so the norm never drops below eps.
   exp_inf = jnp.maximum(buffers['exp_inf'] * s['beta2'], jnp.abs(g) + s['eps'])

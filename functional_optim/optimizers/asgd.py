@@ -14,7 +14,7 @@ from functional_optim.core.validation import (
     check_at_least, check_implementation_flags, concrete_value, is_zero)
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    ascent_or_descent, coupled_weight_decay, decoupled_weight_decay)
+    decayed_gradient, decoupled_weight_decay, weight_decay_scalars)
 
 
 class ASGDState(NamedTuple):
@@ -39,7 +39,7 @@ def _asgd_scalars(step, hp, *, eta, mu):
   lr, lambd = hp['lr'], hp['lambd']
   eta = jnp.where(step == 1, lr.astype(jnp.float32), eta).astype(t.dtype)
   scalars = {
-      'decay_factor': 1 - lambd * eta,
+      'shrink_factor': 1 - lambd * eta,  # the lambd shrink, not weight decay
       'step_size': eta,
       'averaging_weight': mu,
       # This step's eta and mu came from the previous step; these are the next's,
@@ -47,16 +47,13 @@ def _asgd_scalars(step, hp, *, eta, mu):
       'eta': lr / (1 + lambd * lr * t) ** hp['alpha'],
       'mu': 1 / jnp.maximum(1.0, t - hp['t0']),
   }
-  if 'weight_decay' in hp:
-    scalars['weight_decay'] = hp['weight_decay']
+  scalars.update(weight_decay_scalars(hp))
   return scalars
 
 
 def _asgd_math(grad, param, buffers, s, *, maximize, weight_decay):
-  g = ascent_or_descent(grad, maximize)
-  if weight_decay:
-    g = coupled_weight_decay(g, param, s['weight_decay'])
-  update = decoupled_weight_decay(param, s['decay_factor']) - s['step_size'] * g
+  g = decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay)
+  update = decoupled_weight_decay(param, s['shrink_factor']) - s['step_size'] * g
   new_param = param + update
   ax, mu = buffers['ax'], s['averaging_weight']
   # Until the averaging starts (mu == 1) torch copies the param, which an

@@ -14,7 +14,7 @@ from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import check_at_least, is_zero
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    ascent_or_descent, coupled_weight_decay, square_average)
+    decayed_gradient, square_average, weight_decay_scalars)
 
 
 class RMSpropState(NamedTuple):
@@ -39,17 +39,14 @@ def _rmsprop_scalars(step, hp):
       'one_minus_alpha': 1 - hp['alpha'],
       'eps': hp['eps'],
   }
-  if 'weight_decay' in hp:
-    scalars['weight_decay'] = hp['weight_decay']
+  scalars.update(weight_decay_scalars(hp))
   if 'momentum' in hp:
     scalars['momentum'] = hp['momentum']
   return scalars
 
 
 def _rmsprop_math(grad, param, buffers, s, *, maximize, weight_decay, momentum, centered):
-  g = ascent_or_descent(grad, maximize)
-  if weight_decay:
-    g = coupled_weight_decay(g, param, s['weight_decay'])
+  g = decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay)
   square_avg = square_average(buffers['square_avg'], g, s['alpha'], s['one_minus_alpha'])
   new_buffers = {'square_avg': square_avg}
   second_moment = square_avg

@@ -13,9 +13,7 @@ from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
     check_at_least, check_implementation_flags, concrete_value, is_zero)
 from functional_optim.kernels.elementwise import elementwise_transformation
-from functional_optim.optimizers._shared import ascent_or_descent, coupled_weight_decay
-
-
+from functional_optim.optimizers._shared import decayed_gradient, weight_decay_scalars
 class SGDState(NamedTuple):
   """State of :func:`sgd`; ``momentum_buffer`` is torch's per-parameter key.
 
@@ -31,8 +29,7 @@ class SGDState(NamedTuple):
 
 def _sgd_scalars(step, hp):
   scalars = {'step': step, 'lr': hp['lr']}
-  if 'weight_decay' in hp:
-    scalars['weight_decay'] = hp['weight_decay']
+  scalars.update(weight_decay_scalars(hp))
   if 'momentum' in hp:
     scalars['momentum'] = hp['momentum']
     scalars['one_minus_dampening'] = 1 - hp['dampening']
@@ -40,9 +37,7 @@ def _sgd_scalars(step, hp):
 
 
 def _sgd_math(grad, param, buffers, s, *, maximize, weight_decay, momentum, nesterov):
-  d = ascent_or_descent(grad, maximize)
-  if weight_decay:
-    d = coupled_weight_decay(d, param, s['weight_decay'])
+  d = decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay)
   if momentum:
     buf = buffers['momentum_buffer']
     # torch seeds the buffer with the first gradient itself (no dampening).
