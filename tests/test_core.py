@@ -240,3 +240,13 @@ def test_jitted_init_and_update():
   p1, s1 = jax.jit(lambda p, s: _step(tx, p, GRADS, s))(PARAMS, state)
   p2, s2 = _step(tx, PARAMS, GRADS, tx.init(PARAMS))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), (p1, s1), (p2, s2))
+
+
+def test_core_and_facade_import_neither_flax_nor_torch():
+  """flax and torch are extras: importing the package must not load them."""
+  import subprocess
+  import sys
+  code = ('import sys, functional_optim, functional_optim.optim, functional_optim.interop.torch; '
+          'print(sorted(m for m in ("flax", "torch", "optax") if m in sys.modules))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == '[]'

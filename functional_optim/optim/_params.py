@@ -8,12 +8,13 @@ follow the order of its leaves.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.tree import check_gradient_tree, is_none
+from functional_optim.core.tree import check_gradient_tree
 
 
 def _is_nnx_variable(x) -> bool:
@@ -28,7 +29,6 @@ def _is_nnx_module(x) -> bool:
 
 def _nnx_if_loaded():
   # flax is an optional extra: only look at it when the user has imported it.
-  import sys
   if 'flax.nnx' not in sys.modules:
     return None
   return sys.modules['flax.nnx']
@@ -150,6 +150,3 @@ class ParamSource:
       grads = list(grads)
     check_gradient_tree(grads, self.tree)
     return grads
-
-  def grad_leaves(self, grads) -> list:
-    return jax.tree.structure(grads, is_leaf=is_none).flatten_up_to(grads)
