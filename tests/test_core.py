@@ -250,3 +250,12 @@ def test_core_and_facade_import_neither_flax_nor_torch():
           'print(sorted(m for m in ("flax", "torch", "optax") if m in sys.modules))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == '[]'
+
+
+def test_hyperparams_of_optax_inject_hyperparams_state():
+  """optax's own injected hyperparameters are read and set the same way."""
+  tx = fo.chain(fo.sgd(lr=0.1), optax.inject_hyperparams(optax.scale)(step_size=2.0))
+  state = fo.set_hyperparams(tx.init(PARAMS), step_size=3.0)
+  np.testing.assert_allclose(fo.get_hyperparams(state)['step_size'], 3.0)
+  updates, _ = tx.update(GRADS, state, PARAMS)
+  np.testing.assert_allclose(updates['b'], [-0.3, 0.6], rtol=1e-6)
