@@ -13,14 +13,7 @@ from functional_optim.optimizers.muon import muon
 from tests.parity.harness import assert_close
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-  # On matrices this small, torch's bfloat16 matmuls spend 25x longer handing
-  # work between two threads than computing.
-  threads = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 PARAMS = {'w': jnp.arange(12.0).reshape(3, 4) / 10, 'b': jnp.array([0.5, -0.5]),

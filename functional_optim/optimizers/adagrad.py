@@ -14,6 +14,8 @@ from functional_optim.core.validation import (
     check_at_least, check_implementation_flags, is_zero)
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import decayed_gradient, weight_decay_scalars
+
+
 class AdagradState(NamedTuple):
   """State of :func:`adagrad`; ``sum`` is torch's per-parameter key.
 

@@ -11,9 +11,12 @@ import jax.numpy as jnp
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.numerics import lerp
 from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import check_at_least, check_beta, check_pair, is_zero
+from functional_optim.core.validation import is_zero
 from functional_optim.kernels.elementwise import elementwise_transformation
-from functional_optim.optimizers._shared import decayed_gradient, weight_decay_scalars
+from functional_optim.optimizers._shared import (
+    check_adam_family_arguments, decayed_gradient, weight_decay_scalars)
+
+
 class AdamaxState(NamedTuple):
   """State of :func:`adamax`, with torch's per-parameter keys."""
   count: jax.Array
@@ -89,12 +92,7 @@ def adamax(
     >>> updates  # the first step is -lr·sign(g)
     Array([-0.1,  0.1], dtype=float32)
   """
-  beta1, beta2 = check_pair(betas, 'betas')
-  check_at_least(lr, 'lr', 'Invalid learning rate')
-  check_at_least(eps, 'eps', 'Invalid epsilon value')
-  check_beta(beta1, 0)
-  check_beta(beta2, 1)
-  check_at_least(weight_decay, 'weight_decay', 'Invalid weight_decay value')
+  beta1, beta2 = check_adam_family_arguments(lr, betas, eps, weight_decay)
   # torch has no fused Adamax and checks none of these at construction.
   del foreach, differentiable, capturable
 

@@ -40,14 +40,7 @@ from functional_optim.optimizers.muon import adjusted_lr_ratio, muon, newton_sch
 from tests.parity.harness import assert_close, loss, precision
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-  # On matrices this small, torch's bfloat16 matmuls spend 25x longer handing
-  # work between two threads than computing.
-  threads = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 SHAPES = [(3, 4), (5, 2), (4, 4)]
