@@ -1,0 +1,191 @@
+"""torch's scheduler formulas, written once for Python floats and for traced JAX arrays.
+
+Every function takes a namespace ``xp`` (:data:`PYTHON` or :data:`JAX`) for the
+few operations that differ between the two, and otherwise uses plain operators in
+torch's order of operations, so the torch-like classes in
+``functional_optim.optim.lr_scheduler`` (Python floats, bit-identical to torch)
+and the pure schedules (jnp, traced step counts) compute the same expressions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+class Namespace(NamedTuple):
+  """The operations a formula needs beyond ``+ - * / ** //``."""
+  cos: Callable[[Any], Any]
+  floor: Callable[[Any], Any]
+  minimum: Callable[[Any, Any], Any]
+  # ``select(cond, if_true, if_false)`` takes thunks, so Python evaluates only the
+  # branch torch takes (the other may divide by zero); JAX evaluates both.
+  select: Callable[[Any, Callable[[], Any], Callable[[], Any]], Any]
+  # How many entries of a sorted sequence are <= x (``bisect_right``).
+  count_at_most: Callable[[Sequence[Any], Any], Any]
+  # ``a / b`` rounded once. XLA turns a division by a constant into a
+  # multiplication by its reciprocal (two roundings): where torch's quotient is
+  # exactly 1, as ``min(T, e) / T`` from ``e = T`` on, that leaves ``1 - q`` at
+  # 1e-17 instead of 0, and ``0 ** 0.5`` becomes 4e-9.
+  divide: Callable[[Any, Any], Any]
+
+
+PYTHON = Namespace(
+    cos=math.cos,
+    floor=math.floor,
+    minimum=min,
+    select=lambda cond, if_true, if_false: if_true() if cond else if_false(),
+    count_at_most=bisect.bisect_right,
+    divide=lambda a, b: a / b,
+)
+
+JAX = Namespace(
+    cos=jnp.cos,
+    floor=jnp.floor,
+    minimum=jnp.minimum,
+    select=lambda cond, if_true, if_false: jnp.where(cond, if_true(), if_false()),
+    count_at_most=lambda values, x: _traced_bisect_right(values, x),
+    divide=lambda a, b: a / jax.lax.optimization_barrier(jnp.asarray(b, jnp.result_type(a))),
+)
+
+
+def _traced_bisect_right(values: Sequence[Any], x):
+  """``bisect.bisect_right`` of a static sequence at a traced ``x``, step for
+  step, so an unsorted sequence gives what Python's bisect gives."""
+  table = jnp.asarray(values if len(values) else [0])
+  lo, hi = jnp.zeros_like(x, jnp.int32), jnp.full_like(x, len(values), jnp.int32)
+  for _ in range(len(values).bit_length()):
+    mid = (lo + hi) // 2
+    searching, below = lo < hi, x < table[jnp.minimum(mid, len(values) - 1)]
+    hi = jnp.where(searching & below, mid, hi)
+    lo = jnp.where(searching & ~below, mid + 1, lo)
+  return lo
+
+
+# ----------------------------------------------------------------------------
+# Closed forms (torch's ``_get_closed_form_lr``): the lr at epoch ``e`` from the
+# base lr ``base``.
+
+
+def step_lr(xp: Namespace, base, e, step_size, gamma):
+  del xp
+  return base * gamma ** (e // step_size)
+
+
+def multi_step_lr(xp: Namespace, base, e, milestones: Sequence[int], gamma):
+  """``milestones`` sorted, a repeated milestone listed once per repeat."""
+  return base * gamma ** xp.count_at_most(milestones, e)
+
+
+def constant_lr(xp: Namespace, base, e, factor, total_iters):
+  del xp
+  return base * (factor + (e >= total_iters) * (1 - factor))
+
+
+def linear_lr(xp: Namespace, base, e, start_factor, end_factor, total_iters):
+  return base * (start_factor + xp.divide((end_factor - start_factor)
+                                          * xp.minimum(total_iters, e), total_iters))
+
+
+def exponential_lr(xp: Namespace, base, e, gamma):
+  del xp
+  return base * gamma ** e
+
+
+def polynomial_lr(xp: Namespace, base, e, total_iters, power):
+  return base * (1.0 - xp.divide(xp.minimum(total_iters, e), total_iters)) ** power
+
+
+def cosine_annealing_lr(xp: Namespace, base, e, T_max, eta_min):
+  return eta_min + (base - eta_min) * (1 + xp.cos(math.pi * e / T_max)) / 2
+
+
+# ----------------------------------------------------------------------------
+# Schedules torch computes from the base lr at every step (no recursion).
+
+
+def warm_restart_lr(xp: Namespace, base, T_cur, T_i, eta_min):
+  """CosineAnnealingWarmRestarts at ``T_cur`` epochs into a period of ``T_i``."""
+  return eta_min + (base - eta_min) * (1 + xp.cos(math.pi * T_cur / T_i)) / 2
+
+
+def cyclic_position(xp: Namespace, e, total_size, step_ratio):
+  """CyclicLR's ``(cycle, height)``: the cycle number (from 1) and where in it,
+  0 at the base, 1 at the peak."""
+  cycle = xp.floor(1 + e / total_size)
+  x = 1.0 + e / total_size - cycle
+  height = xp.select(x <= step_ratio, lambda: x / step_ratio,
+                     lambda: (x - 1) / (step_ratio - 1))
+  return cycle, height
+
+
+def triangular_scale(x):
+  del x
+  return 1.0
+
+
+def triangular2_scale(x):
+  return 1 / (2.0 ** (x - 1))
+
+
+def exp_range_scale(gamma, x):
+  return gamma ** x
+
+
+def one_cycle_anneal(xp: Namespace, strategy: str, start, end, pct):
+  """OneCycleLR's anneal from ``start`` (pct 0) to ``end`` (pct 1)."""
+  if strategy == 'cos':
+    return end + (start - end) / 2.0 * (xp.cos(math.pi * pct) + 1)
+  return (end - start) * pct + start
+
+
+def one_cycle_phase_ends(total_steps: int, pct_start: float, three_phase: bool) -> list[float]:
+  """The last step of each OneCycleLR phase, as torch computes them."""
+  if three_phase:
+    return [float(pct_start * total_steps) - 1, float(2 * pct_start * total_steps) - 2,
+            total_steps - 1]
+  return [float(pct_start * total_steps) - 1, total_steps - 1]
+
+
+def one_cycle_value(xp: Namespace, strategy: str, step, ends: Sequence[float],
+                    values: Sequence[tuple[Any, Any]]):
+  """OneCycleLR at ``step``: the first phase with ``step <= end`` (else the last)
+  anneals from its start value to its end value; ``values[i] = (start, end)``."""
+  def phase(i, start_step=0.0):
+    pct = (step - start_step) / (ends[i] - start_step)
+    here = lambda: one_cycle_anneal(xp, strategy, values[i][0], values[i][1], pct)
+    if i == len(ends) - 1:
+      return here()
+    return xp.select(step <= ends[i], here, lambda: phase(i + 1, ends[i]))
+  return phase(0)
+
+
+def one_cycle_phases(three_phase: bool, start, peak, end) -> list[tuple[Any, Any]]:
+  """OneCycleLR's ``(start, end)`` per phase: up to the peak, then down to the end
+  (with three phases, back to the start before the end).
+
+  lr: ``start, peak, end = initial_lr, max_lr, min_lr``; momentum:
+  ``max_momentum, base_momentum, max_momentum``.
+  """
+  if three_phase:
+    return [(start, peak), (peak, start), (start, end)]
+  return [(start, peak), (peak, end)]
+
+
+# ----------------------------------------------------------------------------
+# ReduceLROnPlateau.
+
+
+def plateau_is_better(mode: str, threshold_mode: str, threshold, a, best):
+  """Whether metric ``a`` improves on ``best`` by more than the threshold."""
+  if mode == 'min' and threshold_mode == 'rel':
+    return a < best * (1.0 - threshold)
+  if mode == 'min':
+    return a < best - threshold
+  if threshold_mode == 'rel':
+    return a > best * (threshold + 1.0)
+  return a > best + threshold

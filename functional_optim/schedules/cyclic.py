@@ -1,0 +1,142 @@
+"""Cyclical schedules: CyclicLR and OneCycleLR, with their momentum cycles."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from functional_optim.schedules import _formulas as F
+from functional_optim.schedules._schedule import TorchSchedule, as_epoch
+
+
+def cyclic_lr(base_lr: float, max_lr: float, step_size_up: int = 2000,
+              step_size_down: int | None = None, mode: str = 'triangular',
+              gamma: float = 1.0, scale_fn: Callable[[jax.Array], jax.Array] | None = None,
+              scale_mode: str = 'cycle', cycle_momentum: bool = True,
+              base_momentum: float = 0.8, max_momentum: float = 0.9) -> TorchSchedule:
+  r"""``torch.optim.lr_scheduler.CyclicLR``: the lr cycles between two bounds.
+
+  Each cycle rises from ``base_lr`` to ``max_lr`` over ``step_size_up`` steps and
+  falls back over ``step_size_down`` (default: the same), with the amplitude
+  scaled by ``mode``: ``'triangular'`` (constant), ``'triangular2'`` (halved each
+  cycle), ``'exp_range'`` (``gamma ** step``), or a custom ``scale_fn`` of the
+  cycle number (``scale_mode='cycle'``) or of the step (``'iterations'``),
+  written with ``jnp`` operations.
+
+  .. math::
+     c = \lfloor 1 + e/(u+d) \rfloor,\quad x = 1 + e/(u+d) - c,\quad
+     h = x/r \ (x \le r),\ (x-1)/(r-1) \ (\text{else}),\quad r = u/(u+d) \\
+     \eta_e = \eta_{base} + (\eta_{max} - \eta_{base})\, h\, \text{scale}(c \text{ or } e)
+
+  ``.momentum`` is the momentum schedule torch cycles inversely, from
+  ``max_momentum`` down to ``base_momentum`` (``None`` if ``cycle_momentum`` is
+  False): pass it as SGD's ``momentum`` or as the first of Adam's ``betas``.
+
+  Raises:
+    ValueError: an unknown ``mode`` without a ``scale_fn``.
+
+  Example:
+    >>> import functional_optim as fo
+    >>> s = fo.schedules.cyclic_lr(0.1, 1.0, step_size_up=2)
+    >>> [round(float(s(e)), 4) for e in range(5)]
+    [0.1, 0.55, 1.0, 0.55, 0.1]
+    >>> tx = fo.sgd(lr=s, momentum=s.momentum)
+  """
+  up = float(step_size_up)
+  down = float(step_size_down) if step_size_down is not None else up
+  total_size = up + down
+  step_ratio = up / total_size
+  if mode not in ('triangular', 'triangular2', 'exp_range') and scale_fn is None:
+    raise ValueError('mode is invalid and scale_fn is None')
+  if scale_fn is None:
+    scale_fn, scale_mode = {
+        'triangular': (F.triangular_scale, 'cycle'),
+        'triangular2': (F.triangular2_scale, 'cycle'),
+        'exp_range': (partial(F.exp_range_scale, gamma), 'iterations'),
+    }[mode]
+
+  def scaled_height(e):
+    cycle, height = F.cyclic_position(F.JAX, e, total_size, step_ratio)
+    return height, scale_fn(cycle if scale_mode == 'cycle' else e)
+
+  def value(e):
+    height, scale = scaled_height(e)
+    return base_lr + (max_lr - base_lr) * height * scale
+
+  def momentum(count):
+    height, scale = scaled_height(as_epoch(count))
+    return max_momentum - (max_momentum - base_momentum) * height * scale
+
+  return TorchSchedule(value, base_lr, momentum=momentum if cycle_momentum else None,
+                       name='cyclic_lr')
+
+
+def one_cycle_lr(max_lr: float, total_steps: int | None = None, epochs: int | None = None,
+                 steps_per_epoch: int | None = None, pct_start: float = 0.3,
+                 anneal_strategy: str = 'cos', cycle_momentum: bool = True,
+                 base_momentum: float = 0.85, max_momentum: float = 0.95,
+                 div_factor: float = 25.0, final_div_factor: float = 1e4,
+                 three_phase: bool = False) -> TorchSchedule:
+  r"""``torch.optim.lr_scheduler.OneCycleLR``: the 1cycle policy.
+
+  The lr anneals from ``max_lr / div_factor`` up to ``max_lr`` over the first
+  ``pct_start`` of the ``total_steps`` (or ``epochs * steps_per_epoch``), then
+  down to ``max_lr / div_factor / final_div_factor``; with ``three_phase`` it
+  first comes back to the initial lr, symmetrically, before the final descent.
+  Anneals are ``'cos'`` (:math:`e + (s - e)(1 + \cos \pi p)/2`) or ``'linear'``.
+  ``.momentum`` anneals inversely between ``max_momentum`` and
+  ``base_momentum`` (``None`` if ``cycle_momentum`` is False).
+
+  torch raises when stepped past ``total_steps``; a traced schedule cannot, so
+  counts beyond it hold the value at ``total_steps``.
+
+  Raises:
+    ValueError: neither ``total_steps`` nor both ``epochs`` and
+      ``steps_per_epoch`` (positive ints), ``pct_start`` not a float in [0, 1],
+      an unknown ``anneal_strategy``.
+
+  Example:
+    >>> import functional_optim as fo
+    >>> s = fo.schedules.one_cycle_lr(1.0, total_steps=10, anneal_strategy='linear')
+    >>> [round(float(s(e)), 4) for e in (0, 2, 9)]
+    [0.04, 1.0, 0.0]
+    >>> tx = fo.adam(lr=s, betas=(s.momentum, 0.999))
+  """
+  if total_steps is not None:
+    if total_steps <= 0 or not isinstance(total_steps, int):
+      raise ValueError(f'Expected positive integer total_steps, but got {total_steps}')
+  elif epochs is not None and steps_per_epoch is not None:
+    if not isinstance(epochs, int) or epochs <= 0:
+      raise ValueError(f'Expected positive integer epochs, but got {epochs}')
+    if not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
+      raise ValueError(
+          f'Expected positive integer steps_per_epoch, but got {steps_per_epoch}')
+    total_steps = epochs * steps_per_epoch
+  else:
+    raise ValueError('You must define either total_steps OR (epochs AND steps_per_epoch)')
+  if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
+    raise ValueError(f'Expected float between 0 and 1 pct_start, but got {pct_start}')
+  if anneal_strategy not in ('cos', 'linear'):
+    raise ValueError("anneal_strategy must be one of 'cos' or 'linear', instead got "
+                     f'{anneal_strategy}')
+
+  ends = F.one_cycle_phase_ends(total_steps, pct_start, three_phase)
+  initial_lr = max_lr / div_factor
+  lr_phases = F.one_cycle_phases(three_phase, initial_lr, max_lr,
+                                 initial_lr / final_div_factor)
+  momentum_phases = F.one_cycle_phases(three_phase, max_momentum, base_momentum,
+                                       max_momentum)
+
+  def along(phases, e):
+    return F.one_cycle_value(F.JAX, anneal_strategy, jnp.minimum(e, total_steps), ends,
+                             phases)
+
+  def momentum(count):
+    return along(momentum_phases, as_epoch(count))
+
+  return TorchSchedule(partial(along, lr_phases), initial_lr,
+                       momentum=momentum if cycle_momentum else None,
+                       name='one_cycle_lr')

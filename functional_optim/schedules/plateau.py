@@ -1,0 +1,128 @@
+"""ReduceLROnPlateau: cut the lr when a monitored value stops improving."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from functional_optim.core.hyperparams import get_hyperparams, hyperparam_dtype, set_hyperparams
+from functional_optim.core.transform import GradientTransformation, accepts_extra_kwargs
+from functional_optim.schedules import _formulas as F
+
+
+class ReduceLROnPlateauState(NamedTuple):
+  """State of :func:`reduce_lr_on_plateau`; field names are torch's attributes."""
+  inner_state: Any
+  best: jax.Array
+  num_bad_epochs: jax.Array
+  cooldown_counter: jax.Array
+  last_epoch: jax.Array
+  accumulated_value: jax.Array
+  accumulated_count: jax.Array
+
+
+def reduce_lr_on_plateau(
+    inner: GradientTransformation,
+    mode: str = 'min',
+    factor: float = 0.1,
+    patience: int = 10,
+    threshold: float = 1e-4,
+    threshold_mode: str = 'rel',
+    cooldown: int = 0,
+    min_lr: float = 0.0,
+    eps: float = 1e-8,
+    *,
+    accumulation_size: int = 1,
+) -> GradientTransformation:
+  r"""``torch.optim.lr_scheduler.ReduceLROnPlateau`` around an optimizer.
+
+  ``update(grads, state, params, value=loss)`` runs ``inner``'s step with its
+  current lr, then feeds ``value`` to the plateau rule, exactly as a torch loop
+  calls ``optimizer.step()`` then ``scheduler.step(loss)``: the lr it sets is
+  the one the next step uses. The lr is ``inner``'s ``lr`` hyperparameter
+  (give it as a number, not a schedule, which would override the cut).
+
+  The rule: ``value`` is better when it is below ``best * (1 - threshold)``
+  (``mode='min'``, ``threshold_mode='rel'``; ``best - threshold`` for ``'abs'``;
+  mirrored for ``'max'``). After more than ``patience`` values that are not
+  better, ``lr = max(lr * factor, min_lr)`` (skipped if that changes it by no
+  more than ``eps``), then ``cooldown`` values pass before counting resumes.
+
+  With ``accumulation_size=n``, the rule sees the mean of every ``n`` values
+  (e.g. the steps of an epoch, as a per-epoch ``scheduler.step(epoch_loss)``).
+
+  Raises:
+    ValueError: ``factor >= 1``, an unknown ``mode`` or ``threshold_mode``, or
+      ``accumulation_size < 1``.
+
+  Example:
+    >>> import jax.numpy as jnp, functional_optim as fo
+    >>> tx = fo.schedules.reduce_lr_on_plateau(fo.sgd(lr=1.0), factor=0.5, patience=0)
+    >>> params = {'w': jnp.zeros(2)}
+    >>> state = tx.init(params)
+    >>> for loss in [3.0, 3.0, 3.0]:
+    ...   _, state = tx.update({'w': jnp.ones(2)}, state, params, value=loss)
+    >>> float(fo.get_hyperparams(state)['lr'])
+    0.25
+  """
+  if factor >= 1.0:
+    raise ValueError('Factor should be < 1.0.')
+  if mode not in ('min', 'max'):
+    raise ValueError(f'mode {mode} is unknown!')
+  if threshold_mode not in ('rel', 'abs'):
+    raise ValueError(f'threshold mode {threshold_mode} is unknown!')
+  if isinstance(min_lr, (list, tuple)):
+    raise TypeError('min_lr: one transformation drives one lr; give a number (use '
+                    'partition for param groups with their own min_lr)')
+  if accumulation_size < 1:
+    raise ValueError(f'accumulation_size must be >= 1, got {accumulation_size}')
+  inner_takes_extra = accepts_extra_kwargs(inner.update)
+
+  def init(params):
+    dtype = hyperparam_dtype()
+    zero = jnp.zeros([], jnp.int32)
+    return ReduceLROnPlateauState(
+        inner_state=inner.init(params),
+        best=jnp.asarray(jnp.inf if mode == 'min' else -jnp.inf, dtype),
+        num_bad_epochs=zero, cooldown_counter=zero, last_epoch=zero,
+        accumulated_value=jnp.zeros([], dtype), accumulated_count=zero)
+
+  def plateau_step(state: ReduceLROnPlateauState, current) -> ReduceLROnPlateauState:
+    better = F.plateau_is_better(mode, threshold_mode, threshold, current, state.best)
+    best = jnp.where(better, current, state.best)
+    bad = jnp.where(better, 0, state.num_bad_epochs + 1)
+    in_cooldown = state.cooldown_counter > 0
+    cooldown_counter = jnp.where(in_cooldown, state.cooldown_counter - 1,
+                                 state.cooldown_counter)
+    bad = jnp.where(in_cooldown, 0, bad)
+    reduce = bad > patience
+    old_lr = get_hyperparams(state.inner_state)['lr']
+    new_lr = jnp.maximum(old_lr * factor, min_lr)
+    lr = jnp.where(reduce & (old_lr - new_lr > eps), new_lr, old_lr)
+    return state._replace(
+        inner_state=set_hyperparams(state.inner_state, lr=lr), best=best,
+        num_bad_epochs=jnp.where(reduce, 0, bad),
+        cooldown_counter=jnp.where(reduce, cooldown, cooldown_counter),
+        last_epoch=state.last_epoch + 1)
+
+  def update(updates, state, params=None, *, value, **extra):
+    if inner_takes_extra:
+      updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
+    else:
+      updates, inner_state = inner.update(updates, state.inner_state, params)
+    state = state._replace(
+        inner_state=inner_state,
+        accumulated_value=state.accumulated_value + jnp.asarray(value, hyperparam_dtype()),
+        accumulated_count=state.accumulated_count + 1)
+    full = state.accumulated_count >= accumulation_size
+    decided = plateau_step(state, state.accumulated_value / state.accumulated_count)
+    state = jax.tree.map(lambda new, old: jnp.where(full, new, old), decided, state)
+    zero_value, zero_count = jnp.zeros_like(state.accumulated_value), jnp.zeros([], jnp.int32)
+    state = state._replace(
+        accumulated_value=jnp.where(full, zero_value, state.accumulated_value),
+        accumulated_count=jnp.where(full, zero_count, state.accumulated_count))
+    return updates, state
+
+  return GradientTransformation(init, update)
