@@ -102,22 +102,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 # Optimizer.
 
 
-def cosine_schedule(peak_lr: float, total_steps: int):
-  """``count -> lr``: cosine annealing from ``peak_lr`` to 0 over ``total_steps``.
-
-  The optimizer calls it with its traced int32 step count inside the jitted
-  step, so it must be written with jnp rather than Python math.
-  """
-  def schedule(count):
-    progress = jnp.minimum(count, total_steps) / total_steps
-    return 0.5 * peak_lr * (1 + jnp.cos(jnp.pi * progress))
-  return schedule
-
-
 def make_optimizer(args: argparse.Namespace, total_steps: int) -> fo.GradientTransformation:
   lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
   if args.cosine:
-    lr = cosine_schedule(lr, total_steps)
+    lr = fo.schedules.cosine_annealing_lr(lr, T_max=total_steps)
   # Only pass weight decay when asked, so each optimizer keeps its own default.
   extra = {} if args.weight_decay is None else {'weight_decay': args.weight_decay}
   if args.optimizer == 'sgd':

@@ -15,3 +15,14 @@ def test_train_digits_reaches_95_percent(tmp_path):
   assert len(result['losses']) == 15
   assert result['losses'][-1] < result['losses'][0]
   assert out.exists() and out.stat().st_size > 0
+
+
+import plot_schedules  # noqa: E402
+
+
+def test_plot_schedules_draws_every_scheduler_matching_torch(tmp_path):
+  out = tmp_path / 'schedules.png'
+  differences = plot_schedules.main(['--steps', '120', '--out', str(out)])
+  assert len(differences) == 15  # 14 schedules + ReduceLROnPlateau
+  assert max(differences.values()) < 1e-12
+  assert out.exists() and out.stat().st_size > 10_000
