@@ -22,6 +22,7 @@ class Namespace(NamedTuple):
   cos: Callable[[Any], Any]
   floor: Callable[[Any], Any]
   minimum: Callable[[Any, Any], Any]
+  maximum: Callable[[Any, Any], Any]
   # ``select(cond, if_true, if_false)`` takes thunks, so Python evaluates only the
   # branch torch takes (the other may divide by zero); JAX evaluates both.
   select: Callable[[Any, Callable[[], Any], Callable[[], Any]], Any]
@@ -38,6 +39,7 @@ PYTHON = Namespace(
     cos=math.cos,
     floor=math.floor,
     minimum=min,
+    maximum=max,
     select=lambda cond, if_true, if_false: if_true() if cond else if_false(),
     count_at_most=bisect.bisect_right,
     divide=lambda a, b: a / b,
@@ -47,6 +49,7 @@ JAX = Namespace(
     cos=jnp.cos,
     floor=jnp.floor,
     minimum=jnp.minimum,
+    maximum=jnp.maximum,
     select=lambda cond, if_true, if_false: jnp.where(cond, if_true(), if_false()),
     count_at_most=lambda values, x: _traced_bisect_right(values, x),
     divide=lambda a, b: a / jax.lax.optimization_barrier(jnp.asarray(b, jnp.result_type(a))),
@@ -189,3 +192,25 @@ def plateau_is_better(mode: str, threshold_mode: str, threshold, a, best):
   if threshold_mode == 'rel':
     return a > best * (threshold + 1.0)
   return a > best + threshold
+
+
+# ----------------------------------------------------------------------------
+# SWALR.
+
+
+def swa_alpha(xp: Namespace, strategy: str, step, anneal_epochs: int):
+  """How far SWALR's anneal is at ``step``: 0 at the start, 1 from ``anneal_epochs`` on."""
+  t = xp.maximum(0, xp.minimum(1, step / max(1, anneal_epochs)))
+  if strategy == 'cos':
+    return (1 - xp.cos(math.pi * t)) / 2
+  return t
+
+
+def swa_initial_lr(xp: Namespace, lr, swa_lr, alpha):
+  """The lr SWALR started from, recovered from the current ``lr`` at ``alpha``."""
+  return xp.select(alpha == 1, lambda: swa_lr, lambda: (lr - alpha * swa_lr) / (1 - alpha))
+
+
+def swa_lr_at(swa_lr, initial_lr, alpha):
+  """SWALR's lr: ``initial_lr`` annealed towards ``swa_lr`` by ``alpha``."""
+  return swa_lr * alpha + initial_lr * (1 - alpha)

@@ -1,0 +1,46 @@
+"""SWALR: the learning-rate schedule of stochastic weight averaging."""
+
+from __future__ import annotations
+
+from functional_optim.schedules import _formulas as F
+from functional_optim.schedules._schedule import TorchSchedule
+
+
+def check_swalr_arguments(anneal_strategy: str, anneal_epochs: int) -> None:
+  """torch's checks of SWALR's arguments, in torch's order."""
+  if anneal_strategy not in ('cos', 'linear'):
+    raise ValueError("anneal_strategy must be one of 'cos' or 'linear', instead got "
+                     f'{anneal_strategy}')
+  if not isinstance(anneal_epochs, int) or anneal_epochs < 0:
+    raise ValueError(f'anneal_epochs must be equal or greater than 0, got {anneal_epochs}')
+
+
+def swalr(lr: float, swa_lr: float, anneal_epochs: int = 10,
+          anneal_strategy: str = 'cos') -> TorchSchedule:
+  r"""``torch.optim.swa_utils.SWALR``: anneal from ``lr`` to ``swa_lr``, then hold.
+
+  .. math::
+     \alpha_e = a\big(\min(1, e / E)\big), \quad a(t) = t \ \text{(linear)}
+     \ \text{or}\ (1 - \cos \pi t)/2 \ \text{(cos)} \\
+     \eta_e = \eta_{swa}\,\alpha_e + \eta\,(1 - \alpha_e)
+
+  With ``anneal_epochs=0`` the lr is ``swa_lr`` from the start.
+
+  Raises:
+    ValueError: an unknown ``anneal_strategy``, or ``anneal_epochs`` not an int
+      >= 0.
+
+  Example:
+    >>> from functional_optim import averaging
+    >>> s = averaging.swalr(1.0, swa_lr=0.1, anneal_epochs=4, anneal_strategy='linear')
+    >>> [round(float(s(e)), 4) for e in range(6)]
+    [1.0, 0.775, 0.55, 0.325, 0.1, 0.1]
+  """
+  check_swalr_arguments(anneal_strategy, anneal_epochs)
+
+  def value(e):
+    if anneal_epochs == 0:
+      e = F.JAX.maximum(1, e)
+    alpha = F.swa_alpha(F.JAX, anneal_strategy, e, anneal_epochs)
+    return F.swa_lr_at(swa_lr, lr, alpha)
+  return TorchSchedule(value, lr, name='swalr')
