@@ -1,0 +1,339 @@
+"""Schedulers that recompute the lr from its bounds every step: CyclicLR, OneCycleLR,
+CosineAnnealingWarmRestarts (the formulas are ``schedules._formulas``'s, on Python floats).
+
+CyclicLR and OneCycleLR also cycle the momentum inversely to the lr: a group's
+``momentum``, or the first of its ``betas`` when the optimizer has ``betas``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import types
+from typing import Any, Callable, Literal
+
+from functional_optim.optim.lr_scheduler._base import (
+    PYTHON, LRScheduler, check_optimizer, flag, per_group)
+from functional_optim.optim.optimizer import Optimizer
+from functional_optim.schedules import _formulas
+
+__all__ = ['CosineAnnealingWarmRestarts', 'CyclicLR', 'OneCycleLR']
+
+
+def _uses_beta1(optimizer: Optimizer) -> bool:
+  """Whether momentum cycling drives ``betas[0]`` (else ``momentum``)."""
+  if 'momentum' not in optimizer.defaults and 'betas' not in optimizer.defaults:
+    raise ValueError('optimizer must support momentum or beta1 with `cycle_momentum` '
+                     'option enabled')
+  return 'betas' in optimizer.defaults
+
+
+def _start_momentum(optimizer: Optimizer, use_beta1: bool, max_momentums: list[Any],
+                    base_momentums: list[Any]) -> None:
+  """A fresh start: each group at its max momentum, with both bounds recorded."""
+  for top, bottom, group in zip(max_momentums, base_momentums, optimizer.param_groups,
+                                strict=True):
+    _set_momentum(group, use_beta1, top)
+    group['max_momentum'] = top
+    group['base_momentum'] = bottom
+
+
+def _set_momentum(group: dict[str, Any], use_beta1: bool, momentum: Any) -> None:
+  if use_beta1:
+    group['betas'] = (momentum, *group['betas'][1:])
+  else:
+    group['momentum'] = momentum
+
+
+class CyclicLR(LRScheduler):
+  """``torch.optim.lr_scheduler.CyclicLR``: the lr cycles between ``base_lr`` and
+  ``max_lr`` (``step_size_up`` steps up, ``step_size_down`` down), the amplitude
+  scaled by ``mode`` or ``scale_fn``; step it after every batch.
+
+  ``mode``: ``'triangular'`` (constant amplitude), ``'triangular2'`` (halved each
+  cycle), ``'exp_range'`` (times ``gamma ** iteration``). A ``scale_fn(x)`` replaces
+  the mode; ``scale_mode`` says whether ``x`` is the cycle number (from 1) or the
+  iteration. With ``cycle_momentum`` the momentum goes from ``max_momentum`` down
+  to ``base_momentum`` as the lr goes up.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim import optim
+    >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0, momentum=0.9)
+    >>> sched = optim.lr_scheduler.CyclicLR(opt, base_lr=0.1, max_lr=0.5, step_size_up=2)
+    >>> lrs = []
+    >>> for _ in range(5):
+    ...   lrs.append(round(sched.get_last_lr()[0], 6))
+    ...   opt.step({'w': jnp.ones(2)})
+    ...   sched.step()
+    >>> lrs, round(opt.param_groups[0]['momentum'], 6)
+    ([0.1, 0.3, 0.5, 0.3, 0.1], 0.85)
+  """
+
+  def __init__(self, optimizer: Optimizer, base_lr: float | list[float],
+               max_lr: float | list[float], step_size_up: int = 2000,
+               step_size_down: int | None = None,
+               mode: Literal['triangular', 'triangular2', 'exp_range'] = 'triangular',
+               gamma: float = 1.0, scale_fn: Callable[[float], float] | None = None,
+               scale_mode: Literal['cycle', 'iterations'] = 'cycle',
+               cycle_momentum: bool = True, base_momentum: float = 0.8,
+               max_momentum: float = 0.9, last_epoch: int = -1) -> None:
+    check_optimizer(optimizer)
+    self.optimizer = optimizer
+    base_lrs = per_group('base_lr', optimizer, base_lr)
+    if last_epoch == -1:
+      for lr, group in zip(base_lrs, optimizer.param_groups, strict=True):
+        group['lr'] = lr
+    self.max_lrs = per_group('max_lr', optimizer, max_lr)
+    up = float(step_size_up)
+    down = float(step_size_down) if step_size_down is not None else up
+    self.total_size = up + down
+    self.step_ratio = up / self.total_size
+    if mode not in ('triangular', 'triangular2', 'exp_range') and scale_fn is None:
+      raise ValueError('mode is invalid and scale_fn is None')
+    self.mode = mode
+    self.gamma = gamma
+    self._scale_fn_custom = scale_fn
+    self.scale_mode = scale_mode
+    self._init_scale_fn()
+    self.cycle_momentum = cycle_momentum
+    if cycle_momentum:
+      self.use_beta1 = _uses_beta1(optimizer)
+      self.base_momentums = per_group('base_momentum', optimizer, base_momentum)
+      self.max_momentums = per_group('max_momentum', optimizer, max_momentum)
+      if last_epoch == -1:
+        _start_momentum(optimizer, self.use_beta1, self.max_momentums, self.base_momentums)
+    super().__init__(optimizer, last_epoch)
+    self.base_lrs = base_lrs
+
+  def _init_scale_fn(self) -> None:
+    # A mode's scale function is rebuilt from ``mode`` and ``gamma``, never saved.
+    if self._scale_fn_custom is not None:
+      return
+    self._scale_fn_ref, self.scale_mode = {
+        'triangular': (_formulas.triangular_scale, 'cycle'),
+        'triangular2': (_formulas.triangular2_scale, 'cycle'),
+        'exp_range': (functools.partial(_formulas.exp_range_scale, self.gamma), 'iterations'),
+    }[self.mode]
+
+  def scale_fn(self, x: float) -> float:
+    """The amplitude's scale at ``x`` (the cycle or the iteration, per ``scale_mode``)."""
+    if self._scale_fn_custom is not None:
+      return self._scale_fn_custom(x)
+    return self._scale_fn_ref(x)
+
+  def get_lr(self) -> list[Any]:
+    """The lrs of this step; also sets the groups' momentum when ``cycle_momentum``."""
+    self._warn_if_outside_step()
+    cycle, height = _formulas.cyclic_position(PYTHON, self.last_epoch, self.total_size,
+                                              self.step_ratio)
+    x = cycle if self.scale_mode == 'cycle' else self.last_epoch
+    lrs = [low + (high - low) * height * self.scale_fn(x)
+           for low, high in zip(self.base_lrs, self.max_lrs, strict=True)]
+    if self.cycle_momentum:
+      momentums = [high - (high - low) * height * self.scale_fn(x)
+                   for low, high in zip(self.base_momentums, self.max_momentums, strict=True)]
+      for group, momentum in zip(self.optimizer.param_groups, momentums, strict=True):
+        _set_momentum(group, self.use_beta1, momentum)
+    return lrs
+
+  def state_dict(self) -> dict[str, Any]:
+    """As torch: a custom ``scale_fn`` is saved as ``None`` (a function) or its
+    ``__dict__`` (a callable object)."""
+    state = super().state_dict()
+    state.pop('_scale_fn_ref', None)
+    fn = state['_scale_fn_custom']
+    state['_scale_fn_custom'] = (
+        None if fn is None or isinstance(fn, types.FunctionType) else fn.__dict__.copy())
+    return state
+
+  def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    """Restores the attributes, a callable ``scale_fn``'s ``__dict__``, and the mode's
+    scale function; ``state_dict`` is left as given."""
+    saved_fn = state_dict['_scale_fn_custom']
+    super().load_state_dict({k: v for k, v in state_dict.items() if k != '_scale_fn_custom'})
+    if saved_fn is not None:
+      self._scale_fn_custom.__dict__.update(saved_fn)
+    self._init_scale_fn()
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+  """``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``: cosine annealing from the
+  initial lr to ``eta_min`` over ``T_i`` epochs, restarting at the initial lr; the
+  period starts at ``T_0`` and is multiplied by ``T_mult`` at each restart.
+
+  ``step(epoch)`` takes fractional epochs (``epoch + batch / batches``), without
+  a deprecation warning.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim import optim
+    >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+    >>> sched = optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2)
+    >>> lrs = []
+    >>> for _ in range(7):
+    ...   lrs.append(round(sched.get_last_lr()[0], 6))
+    ...   opt.step({'w': jnp.ones(2)})
+    ...   sched.step()
+    >>> lrs, sched.T_i
+    ([1.0, 0.5, 1.0, 0.853553, 0.5, 0.146447, 1.0], 8)
+  """
+
+  def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
+               last_epoch: int = -1) -> None:
+    if T_0 <= 0 or not isinstance(T_0, int):
+      raise ValueError(f'Expected positive integer T_0, but got {T_0}')
+    if T_mult < 1 or not isinstance(T_mult, int):
+      raise ValueError(f'Expected integer T_mult >= 1, but got {T_mult}')
+    if not isinstance(eta_min, (float, int)):
+      raise ValueError(
+          f'Expected float or int eta_min, but got {eta_min} of type {type(eta_min)}')
+    self.T_0 = T_0
+    self.T_i = T_0
+    self.T_mult = T_mult
+    self.eta_min = eta_min
+    self.T_cur = last_epoch
+    super().__init__(optimizer, last_epoch)
+
+  def get_lr(self) -> list[Any]:
+    self._warn_if_outside_step()
+    return [_formulas.warm_restart_lr(PYTHON, base, self.T_cur, self.T_i, self.eta_min)
+            for base in self.base_lrs]
+
+  def step(self, epoch: float | None = None) -> None:
+    """The next epoch, or the (possibly fractional) ``epoch`` given."""
+    if epoch is None and self.last_epoch < 0:
+      epoch = 0
+    if epoch is None:
+      epoch = self.last_epoch + 1
+      self._advance()
+    else:
+      self._jump_to(epoch)
+    self.last_epoch = math.floor(epoch)
+    with flag(self, '_get_lr_called_within_step'):
+      lrs = self.get_lr()
+    self._write_lrs(lrs)
+
+  def _advance(self) -> None:
+    self.T_cur = self.T_cur + 1
+    if self.T_cur >= self.T_i:
+      self.T_cur = self.T_cur % self.T_i
+      self.T_i = self.T_i * self.T_mult
+
+  def _jump_to(self, epoch: float) -> None:
+    if epoch < 0:
+      raise ValueError(f'Expected non-negative epoch, but got {epoch}')
+    if epoch < self.T_0:
+      self.T_i, self.T_cur = self.T_0, epoch
+    elif self.T_mult == 1:
+      self.T_cur = epoch % self.T_0
+    else:
+      # The periods before restart n sum to T_0 (T_mult^n − 1) / (T_mult − 1).
+      n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
+      self.T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
+      self.T_i = self.T_0 * self.T_mult ** n
+
+
+class OneCycleLR(LRScheduler):
+  """``torch.optim.lr_scheduler.OneCycleLR``: the 1cycle policy, stepped after every batch.
+
+  The lr anneals (``anneal_strategy`` ``'cos'`` or ``'linear'``) from
+  ``max_lr / div_factor`` up to ``max_lr`` over the first ``pct_start`` of
+  ``total_steps`` (or ``epochs * steps_per_epoch``), then down to
+  ``initial_lr / final_div_factor``; ``three_phase`` comes back to the initial lr
+  before the final descent. With ``cycle_momentum`` the momentum moves inversely,
+  between ``max_momentum`` and ``base_momentum``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim import optim
+    >>> opt = optim.Adam({'w': jnp.zeros(2)}, lr=1.0)
+    >>> sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=5,
+    ...                                      pct_start=0.4, anneal_strategy='linear')
+    >>> lrs = []
+    >>> for _ in range(4):
+    ...   lrs.append(round(sched.get_last_lr()[0], 6))
+    ...   opt.step({'w': jnp.ones(2)})
+    ...   sched.step()
+    >>> lrs, opt.param_groups[0]['betas']
+    ([0.04, 1.0, 0.666668, 0.333336], (0.95, 0.999))
+  """
+
+  def __init__(self, optimizer: Optimizer, max_lr: float | list[float],
+               total_steps: int | None = None, epochs: int | None = None,
+               steps_per_epoch: int | None = None, pct_start: float = 0.3,
+               anneal_strategy: Literal['cos', 'linear'] = 'cos', cycle_momentum: bool = True,
+               base_momentum: float | list[float] = 0.85,
+               max_momentum: float | list[float] = 0.95, div_factor: float = 25.0,
+               final_div_factor: float = 1e4, three_phase: bool = False,
+               last_epoch: int = -1) -> None:
+    check_optimizer(optimizer)
+    self.optimizer = optimizer
+    self.total_steps = self._total_steps(total_steps, epochs, steps_per_epoch)
+    self._schedule_phases = self._phases(pct_start, three_phase)
+    if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
+      raise ValueError(f'Expected float between 0 and 1 pct_start, but got {pct_start}')
+    if anneal_strategy not in ('cos', 'linear'):
+      raise ValueError("anneal_strategy must be one of 'cos' or 'linear', instead got "
+                       f'{anneal_strategy}')
+    self._anneal_func_type = anneal_strategy
+    max_lrs = per_group('max_lr', optimizer, max_lr)
+    if last_epoch == -1:
+      for peak, group in zip(max_lrs, optimizer.param_groups):
+        group['initial_lr'] = peak / div_factor
+        group['max_lr'] = peak
+        group['min_lr'] = group['initial_lr'] / final_div_factor
+    self.cycle_momentum = cycle_momentum
+    if cycle_momentum:
+      self.use_beta1 = _uses_beta1(optimizer)
+      max_momentums = per_group('max_momentum', optimizer, max_momentum)
+      base_momentums = per_group('base_momentum', optimizer, base_momentum)
+      if last_epoch == -1:
+        _start_momentum(optimizer, self.use_beta1, max_momentums, base_momentums)
+    super().__init__(optimizer, last_epoch)
+
+  @staticmethod
+  def _total_steps(total_steps, epochs, steps_per_epoch) -> int:
+    if total_steps is not None:
+      if total_steps <= 0 or not isinstance(total_steps, int):
+        raise ValueError(f'Expected positive integer total_steps, but got {total_steps}')
+      return total_steps
+    if epochs is not None and steps_per_epoch is not None:
+      if not isinstance(epochs, int) or epochs <= 0:
+        raise ValueError(f'Expected positive integer epochs, but got {epochs}')
+      if not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
+        raise ValueError('Expected positive integer steps_per_epoch, but got '
+                         f'{steps_per_epoch}')
+      return epochs * steps_per_epoch
+    raise ValueError('You must define either total_steps OR (epochs AND steps_per_epoch)')
+
+  def _phases(self, pct_start: float, three_phase: bool) -> list[dict[str, Any]]:
+    """torch's phase table: each phase's last step and the group keys holding its
+    start and end lr and momentum."""
+    ends = _formulas.one_cycle_phase_ends(self.total_steps, pct_start, three_phase)
+    lrs = _formulas.one_cycle_phases(three_phase, 'initial_lr', 'max_lr', 'min_lr')
+    momentums = _formulas.one_cycle_phases(three_phase, 'max_momentum', 'base_momentum',
+                                           'max_momentum')
+    return [{'end_step': end, 'start_lr': lr[0], 'end_lr': lr[1],
+             'start_momentum': momentum[0], 'end_momentum': momentum[1]}
+            for end, lr, momentum in zip(ends, lrs, momentums)]
+
+  def _anneal(self, group: dict[str, Any], quantity: str) -> Any:
+    """The group's ``quantity`` (``'lr'`` or ``'momentum'``) at this step."""
+    phases = self._schedule_phases
+    values = [(group[p[f'start_{quantity}']], group[p[f'end_{quantity}']]) for p in phases]
+    return _formulas.one_cycle_value(PYTHON, self._anneal_func_type, self.last_epoch,
+                                     [p['end_step'] for p in phases], values)
+
+  def get_lr(self) -> list[Any]:
+    """The lrs of this step; also sets the groups' momentum when ``cycle_momentum``."""
+    self._warn_if_outside_step()
+    if self.last_epoch > self.total_steps:
+      raise ValueError(f'Tried to step {self.last_epoch} times. The specified number of '
+                       f'total steps is {self.total_steps}')
+    lrs = []
+    for group in self.optimizer.param_groups:
+      lrs.append(self._anneal(group, 'lr'))
+      if self.cycle_momentum:
+        _set_momentum(group, self.use_beta1, self._anneal(group, 'momentum'))
+    return lrs

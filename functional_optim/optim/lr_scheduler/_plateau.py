@@ -1,0 +1,132 @@
+"""ReduceLROnPlateau: cut the lr when a metric stops improving."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Literal, SupportsFloat
+
+from functional_optim.optim.lr_scheduler._base import (
+    EPOCH_DEPRECATION_WARNING, LRScheduler, check_optimizer, group_values)
+from functional_optim.optim.optimizer import Optimizer
+from functional_optim.schedules import _formulas
+
+__all__ = ['ReduceLROnPlateau']
+
+
+class ReduceLROnPlateau(LRScheduler):
+  """``torch.optim.lr_scheduler.ReduceLROnPlateau``: ``step(metric)`` multiplies the lrs by
+  ``factor`` after more than ``patience`` steps without improvement.
+
+  An improvement beats the best metric by more than ``threshold`` (relative or
+  absolute, per ``threshold_mode``) in ``mode`` ``'min'`` or ``'max'``. After a cut,
+  ``cooldown`` steps pass before bad steps count again. A group's lr never goes
+  below its ``min_lr`` (one for all or a list), and a cut smaller than ``eps`` is
+  skipped. Unlike the other schedulers it takes no step at construction.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim import optim
+    >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+    >>> sched = optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+    >>> lrs = []
+    >>> for loss in [3.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0]:
+    ...   opt.step({'w': jnp.ones(2)})
+    ...   sched.step(loss)
+    ...   lrs.append(sched.get_last_lr()[0])
+    >>> lrs
+    [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+  """
+
+  def __init__(self, optimizer: Optimizer, mode: Literal['min', 'max'] = 'min',
+               factor: float = 0.1, patience: int = 10, threshold: float = 1e-4,
+               threshold_mode: Literal['rel', 'abs'] = 'rel', cooldown: int = 0,
+               min_lr: list[float] | float = 0, eps: float = 1e-8) -> None:
+    if factor >= 1.0:
+      raise ValueError('Factor should be < 1.0.')
+    self.factor = factor
+    check_optimizer(optimizer)
+    self.optimizer = optimizer
+    groups = len(optimizer.param_groups)
+    if isinstance(min_lr, (list, tuple)):
+      if len(min_lr) != groups:
+        raise ValueError(f'expected {groups} min_lrs, got {len(min_lr)}')
+      self.default_min_lr = None
+      self.min_lrs = list(min_lr)
+    else:
+      self.default_min_lr = min_lr
+      self.min_lrs = [min_lr] * groups
+    self.patience = patience
+    self.cooldown = cooldown
+    self.eps = eps
+    self.last_epoch = 0
+    self._last_lr = group_values(optimizer, 'lr')
+    self._init_is_better(mode=mode, threshold=threshold, threshold_mode=threshold_mode)
+    self._reset()
+
+  def _reset(self) -> None:
+    self.best = self.mode_worse
+    self.cooldown_counter = 0
+    self.num_bad_epochs = 0
+
+  def step(self, metrics: SupportsFloat, epoch: int | None = None) -> None:  # type: ignore[override]
+    """Takes the epoch's metric (a number or a 0-d array)."""
+    current = float(metrics)
+    if epoch is None:
+      epoch = self.last_epoch + 1
+    else:
+      warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+    self.last_epoch = epoch
+    if self._is_better(current, self.best):
+      self.best = current
+      self.num_bad_epochs = 0
+    else:
+      self.num_bad_epochs += 1
+    if self.in_cooldown:
+      self.cooldown_counter -= 1
+      self.num_bad_epochs = 0  # bad epochs in cooldown do not count
+    if self.num_bad_epochs > self.patience:
+      self._reduce_lr()
+      self.cooldown_counter = self.cooldown
+      self.num_bad_epochs = 0
+    self._last_lr = group_values(self.optimizer, 'lr')
+
+  def _reduce_lr(self) -> None:
+    groups = self.optimizer.param_groups
+    if len(groups) != len(self.min_lrs):
+      if self.default_min_lr is None:
+        raise RuntimeError(
+            f'The number of param groups in the `optimizer` ({len(groups)}) differs from '
+            f'when `ReduceLROnPlateau` was initialized ({len(self.min_lrs)}), usually due '
+            'to a new param group being added to the optimizer. Please modify the '
+            '`min_lrs` field to match the length of the `optimizer` param groups.')
+      self.min_lrs = [self.default_min_lr] * len(groups)
+    for group, min_lr in zip(groups, self.min_lrs):
+      old = float(group['lr'])
+      new = max(old * self.factor, min_lr)
+      if old - new > self.eps:
+        group['lr'] = new
+
+  @property
+  def in_cooldown(self) -> bool:
+    return self.cooldown_counter > 0
+
+  def _is_better(self, a: float, best: float) -> bool:
+    return _formulas.plateau_is_better(self.mode, self.threshold_mode, self.threshold, a, best)
+
+  def _init_is_better(self, mode: str, threshold: float, threshold_mode: str) -> None:
+    # ``+`` rather than an f-string: a mode that is not a str fails as in torch (TypeError).
+    if mode not in {'min', 'max'}:
+      raise ValueError('mode ' + mode + ' is unknown!')
+    if threshold_mode not in {'rel', 'abs'}:
+      raise ValueError('threshold mode ' + threshold_mode + ' is unknown!')
+    self.mode_worse = math.inf if mode == 'min' else -math.inf
+    self.mode = mode
+    self.threshold = threshold
+    self.threshold_mode = threshold_mode
+
+  def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    """Restores the attributes saved by :meth:`state_dict` (ours or torch's)."""
+    self.__dict__.update(state_dict)
+    self._init_is_better(mode=self.mode, threshold=self.threshold,
+                         threshold_mode=self.threshold_mode)
