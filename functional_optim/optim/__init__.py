@@ -7,7 +7,7 @@ A PyTorch script ports by changing its import::
     opt.step(grads)
 """
 
-from functional_optim.optim import lr_scheduler, optimizer
+from functional_optim.optim import lr_scheduler, optimizer, swa_utils
 from functional_optim.optim.algorithms import (
     ASGD, LBFGS, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, Muon, NAdam,
     RAdam, RMSprop, Rprop, SparseAdam)
@@ -16,5 +16,5 @@ from functional_optim.optim.optimizer import (
 
 __all__ = ['ASGD', 'Adadelta', 'Adafactor', 'Adagrad', 'Adam', 'Adamax', 'AdamW',
            'LBFGS', 'Muon', 'NAdam', 'Optimizer', 'RAdam', 'RMSprop', 'Rprop', 'SGD', 'SparseAdam',
-           'lr_scheduler', 'optimizer',
+           'lr_scheduler', 'optimizer', 'swa_utils',
            'register_optimizer_step_post_hook', 'register_optimizer_step_pre_hook']
