@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from functional_optim.schedules import _formulas as F
+from functional_optim.schedules._checks import check_warm_restarts
 from functional_optim.schedules._schedule import TorchSchedule
 
 
@@ -58,13 +59,7 @@ def cosine_annealing_warm_restarts(lr: float, T_0: int, T_mult: int = 1,
     >>> [round(float(s(e)), 4) for e in range(7)]
     [1.0, 0.5, 1.0, 0.8536, 0.5, 0.1464, 1.0]
   """
-  if T_0 <= 0 or not isinstance(T_0, int):
-    raise ValueError(f'Expected positive integer T_0, but got {T_0}')
-  if T_mult < 1 or not isinstance(T_mult, int):
-    raise ValueError(f'Expected integer T_mult >= 1, but got {T_mult}')
-  if not isinstance(eta_min, (float, int)):
-    raise ValueError(f'Expected float or int eta_min, but got {eta_min} of type '
-                     f'{type(eta_min)}')
+  check_warm_restarts(T_0, T_mult, eta_min)
 
   def value(e):
     T_cur, T_i = _warm_restart_position(e, T_0, T_mult)

@@ -8,6 +8,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from functional_optim.schedules import _checks
 from functional_optim.schedules import _formulas as F
 from functional_optim.schedules._schedule import TorchSchedule, as_epoch
 
@@ -49,8 +50,7 @@ def cyclic_lr(base_lr: float, max_lr: float, step_size_up: int = 2000,
   down = float(step_size_down) if step_size_down is not None else up
   total_size = up + down
   step_ratio = up / total_size
-  if mode not in ('triangular', 'triangular2', 'exp_range') and scale_fn is None:
-    raise ValueError('mode is invalid and scale_fn is None')
+  _checks.check_cyclic_mode(mode, scale_fn)
   if scale_fn is None:
     scale_fn, scale_mode = {
         'triangular': (F.triangular_scale, 'cycle'),
@@ -105,23 +105,8 @@ def one_cycle_lr(max_lr: float, total_steps: int | None = None, epochs: int | No
     [0.04, 1.0, 0.0]
     >>> tx = fo.adam(lr=s, betas=(s.momentum, 0.999))
   """
-  if total_steps is not None:
-    if total_steps <= 0 or not isinstance(total_steps, int):
-      raise ValueError(f'Expected positive integer total_steps, but got {total_steps}')
-  elif epochs is not None and steps_per_epoch is not None:
-    if not isinstance(epochs, int) or epochs <= 0:
-      raise ValueError(f'Expected positive integer epochs, but got {epochs}')
-    if not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
-      raise ValueError(
-          f'Expected positive integer steps_per_epoch, but got {steps_per_epoch}')
-    total_steps = epochs * steps_per_epoch
-  else:
-    raise ValueError('You must define either total_steps OR (epochs AND steps_per_epoch)')
-  if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
-    raise ValueError(f'Expected float between 0 and 1 pct_start, but got {pct_start}')
-  if anneal_strategy not in ('cos', 'linear'):
-    raise ValueError("anneal_strategy must be one of 'cos' or 'linear', instead got "
-                     f'{anneal_strategy}')
+  total_steps = _checks.one_cycle_total_steps(total_steps, epochs, steps_per_epoch)
+  _checks.check_one_cycle(pct_start, anneal_strategy)
 
   ends = F.one_cycle_phase_ends(total_steps, pct_start, three_phase)
   initial_lr = max_lr / div_factor

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from functional_optim.schedules import _checks
 from functional_optim.schedules import _formulas as F
 from functional_optim.schedules._schedule import TorchSchedule, multiplicative
 
@@ -58,8 +59,7 @@ def constant_lr(lr: float, factor: float = 1.0 / 3, total_iters: int = 5) -> Tor
     >>> [float(s(e)) for e in range(4)]
     [0.5, 0.5, 1.0, 1.0]
   """
-  if factor > 1.0 or factor < 0:
-    raise ValueError('Constant multiplicative factor expected to be between 0 and 1.')
+  _checks.check_constant_factor(factor)
   return multiplicative('constant_lr', lr,
                         lambda e: F.constant_lr(F.JAX, 1.0, e, factor, total_iters))
 
@@ -79,11 +79,7 @@ def linear_lr(lr: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
     >>> [float(s(e)) for e in range(4)]
     [0.5, 0.75, 1.0, 1.0]
   """
-  if start_factor > 1.0 or start_factor <= 0:
-    raise ValueError('Starting multiplicative factor expected to be greater than 0 and '
-                     'less or equal to 1.')
-  if end_factor > 1.0 or end_factor < 0:
-    raise ValueError('Ending multiplicative factor expected to be between 0 and 1.')
+  _checks.check_linear_factors(start_factor, end_factor)
   return multiplicative(
       'linear_lr', lr,
       lambda e: F.linear_lr(F.JAX, 1.0, e, start_factor, end_factor, total_iters))

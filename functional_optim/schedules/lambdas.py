@@ -7,6 +7,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from functional_optim.schedules._checks import check_lr_lambda
 from functional_optim.schedules._schedule import TorchSchedule
 
 
@@ -24,8 +25,7 @@ def lambda_lr(lr: float, lr_lambda: Callable[[jax.Array], jax.Array]) -> TorchSc
     >>> round(float(s(2)), 6)
     0.81
   """
-  if not callable(lr_lambda):
-    raise TypeError(f'lr_lambda should be a function, but got {type(lr_lambda).__name__}')
+  check_lr_lambda(lr_lambda)
   return TorchSchedule(lambda e: lr * lr_lambda(e), lr, name='lambda_lr')
 
 
@@ -47,8 +47,7 @@ def multiplicative_lr(lr: float, lr_lambda: Callable[[jax.Array], jax.Array]) ->
     >>> [float(s(e)) for e in range(4)]
     [1.0, 0.5, 0.25, 0.125]
   """
-  if not callable(lr_lambda):
-    raise TypeError(f'lr_lambda should be a function, but got {type(lr_lambda).__name__}')
+  check_lr_lambda(lr_lambda)
 
   def running_product(start, first, last):
     """``start * lr_lambda(first) * ... * lr_lambda(last)``, left to right as torch."""

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import get_hyperparams, hyperparam_dtype, set_hyperparams
 from functional_optim.core.transform import GradientTransformation, accepts_extra_kwargs
+from functional_optim.schedules import _checks
 from functional_optim.schedules import _formulas as F
 
 
@@ -67,12 +68,8 @@ def reduce_lr_on_plateau(
     >>> float(fo.get_hyperparams(state)['lr'])
     0.25
   """
-  if factor >= 1.0:
-    raise ValueError('Factor should be < 1.0.')
-  if mode not in ('min', 'max'):
-    raise ValueError(f'mode {mode} is unknown!')
-  if threshold_mode not in ('rel', 'abs'):
-    raise ValueError(f'threshold mode {threshold_mode} is unknown!')
+  _checks.check_plateau_factor(factor)
+  _checks.check_plateau_modes(mode, threshold_mode)
   if isinstance(min_lr, (list, tuple)):
     raise TypeError('min_lr: one transformation drives one lr; give a number (use '
                     'partition for param groups with their own min_lr)')

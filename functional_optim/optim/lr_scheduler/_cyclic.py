@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal
 from functional_optim.optim.lr_scheduler._base import (
     PYTHON, LRScheduler, check_optimizer, flag, per_group)
 from functional_optim.optim.optimizer import Optimizer
-from functional_optim.schedules import _formulas
+from functional_optim.schedules import _checks, _formulas
 
 __all__ = ['CosineAnnealingWarmRestarts', 'CyclicLR', 'OneCycleLR']
 
@@ -89,8 +89,7 @@ class CyclicLR(LRScheduler):
     down = float(step_size_down) if step_size_down is not None else up
     self.total_size = up + down
     self.step_ratio = up / self.total_size
-    if mode not in ('triangular', 'triangular2', 'exp_range') and scale_fn is None:
-      raise ValueError('mode is invalid and scale_fn is None')
+    _checks.check_cyclic_mode(mode, scale_fn)
     self.mode = mode
     self.gamma = gamma
     self._scale_fn_custom = scale_fn
@@ -181,13 +180,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
   def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
                last_epoch: int = -1) -> None:
-    if T_0 <= 0 or not isinstance(T_0, int):
-      raise ValueError(f'Expected positive integer T_0, but got {T_0}')
-    if T_mult < 1 or not isinstance(T_mult, int):
-      raise ValueError(f'Expected integer T_mult >= 1, but got {T_mult}')
-    if not isinstance(eta_min, (float, int)):
-      raise ValueError(
-          f'Expected float or int eta_min, but got {eta_min} of type {type(eta_min)}')
+    _checks.check_warm_restarts(T_0, T_mult, eta_min)
     self.T_0 = T_0
     self.T_i = T_0
     self.T_mult = T_mult
@@ -269,13 +262,9 @@ class OneCycleLR(LRScheduler):
                last_epoch: int = -1) -> None:
     check_optimizer(optimizer)
     self.optimizer = optimizer
-    self.total_steps = self._total_steps(total_steps, epochs, steps_per_epoch)
+    self.total_steps = _checks.one_cycle_total_steps(total_steps, epochs, steps_per_epoch)
     self._schedule_phases = self._phases(pct_start, three_phase)
-    if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
-      raise ValueError(f'Expected float between 0 and 1 pct_start, but got {pct_start}')
-    if anneal_strategy not in ('cos', 'linear'):
-      raise ValueError("anneal_strategy must be one of 'cos' or 'linear', instead got "
-                       f'{anneal_strategy}')
+    _checks.check_one_cycle(pct_start, anneal_strategy)
     self._anneal_func_type = anneal_strategy
     max_lrs = per_group('max_lr', optimizer, max_lr)
     if last_epoch == -1:
@@ -291,21 +280,6 @@ class OneCycleLR(LRScheduler):
       if last_epoch == -1:
         _start_momentum(optimizer, self.use_beta1, max_momentums, base_momentums)
     super().__init__(optimizer, last_epoch)
-
-  @staticmethod
-  def _total_steps(total_steps, epochs, steps_per_epoch) -> int:
-    if total_steps is not None:
-      if total_steps <= 0 or not isinstance(total_steps, int):
-        raise ValueError(f'Expected positive integer total_steps, but got {total_steps}')
-      return total_steps
-    if epochs is not None and steps_per_epoch is not None:
-      if not isinstance(epochs, int) or epochs <= 0:
-        raise ValueError(f'Expected positive integer epochs, but got {epochs}')
-      if not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
-        raise ValueError('Expected positive integer steps_per_epoch, but got '
-                         f'{steps_per_epoch}')
-      return epochs * steps_per_epoch
-    raise ValueError('You must define either total_steps OR (epochs AND steps_per_epoch)')
 
   def _phases(self, pct_start: float, three_phase: bool) -> list[dict[str, Any]]:
     """torch's phase table: each phase's last step and the group keys holding its

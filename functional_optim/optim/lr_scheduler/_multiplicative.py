@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from functional_optim.optim.lr_scheduler._base import LRScheduler
 from functional_optim.optim.optimizer import Optimizer
-from functional_optim.schedules import _formulas
+from functional_optim.schedules import _checks, _formulas
 
 __all__ = ['ConstantLR', 'CosineAnnealingLR', 'ExponentialLR', 'LambdaLR', 'LinearLR',
            'MultiStepLR', 'MultiplicativeLR', 'PolynomialLR', 'StepLR']
@@ -99,8 +99,7 @@ class MultiplicativeLR(_LambdaScheduler):
 
   def _check_lambdas(self) -> None:
     for fn in self.lr_lambdas:
-      if not callable(fn):
-        raise TypeError(f'lr_lambda should be a function, but got {type(fn).__name__}')
+      _checks.check_lr_lambda(fn)
 
   def get_lr(self) -> list[Any]:
     self._warn_if_outside_step()
@@ -197,8 +196,7 @@ class ConstantLR(LRScheduler):
 
   def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5,
                last_epoch: int = -1) -> None:
-    if factor > 1.0 or factor < 0:
-      raise ValueError('Constant multiplicative factor expected to be between 0 and 1.')
+    _checks.check_constant_factor(factor)
     self.factor = factor
     self.total_iters = total_iters
     super().__init__(optimizer, last_epoch)
@@ -235,11 +233,7 @@ class LinearLR(LRScheduler):
 
   def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3,
                end_factor: float = 1.0, total_iters: int = 5, last_epoch: int = -1) -> None:
-    if start_factor > 1.0 or start_factor <= 0:
-      raise ValueError('Starting multiplicative factor expected to be greater than 0 and '
-                       'less or equal to 1.')
-    if end_factor > 1.0 or end_factor < 0:
-      raise ValueError('Ending multiplicative factor expected to be between 0 and 1.')
+    _checks.check_linear_factors(start_factor, end_factor)
     self.start_factor = start_factor
     self.end_factor = end_factor
     self.total_iters = total_iters

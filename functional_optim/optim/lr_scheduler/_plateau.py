@@ -9,7 +9,7 @@ from typing import Any, Literal, SupportsFloat
 from functional_optim.optim.lr_scheduler._base import (
     EPOCH_DEPRECATION_WARNING, LRScheduler, check_optimizer, group_values)
 from functional_optim.optim.optimizer import Optimizer
-from functional_optim.schedules import _formulas
+from functional_optim.schedules import _checks, _formulas
 
 __all__ = ['ReduceLROnPlateau']
 
@@ -42,8 +42,7 @@ class ReduceLROnPlateau(LRScheduler):
                factor: float = 0.1, patience: int = 10, threshold: float = 1e-4,
                threshold_mode: Literal['rel', 'abs'] = 'rel', cooldown: int = 0,
                min_lr: list[float] | float = 0, eps: float = 1e-8) -> None:
-    if factor >= 1.0:
-      raise ValueError('Factor should be < 1.0.')
+    _checks.check_plateau_factor(factor)
     self.factor = factor
     check_optimizer(optimizer)
     self.optimizer = optimizer
@@ -115,11 +114,7 @@ class ReduceLROnPlateau(LRScheduler):
     return _formulas.plateau_is_better(self.mode, self.threshold_mode, self.threshold, a, best)
 
   def _init_is_better(self, mode: str, threshold: float, threshold_mode: str) -> None:
-    # ``+`` rather than an f-string: a mode that is not a str fails as in torch (TypeError).
-    if mode not in {'min', 'max'}:
-      raise ValueError('mode ' + mode + ' is unknown!')
-    if threshold_mode not in {'rel', 'abs'}:
-      raise ValueError('threshold mode ' + threshold_mode + ' is unknown!')
+    _checks.check_plateau_modes(mode, threshold_mode)
     self.mode_worse = math.inf if mode == 'min' else -math.inf
     self.mode = mode
     self.threshold = threshold
