@@ -133,7 +133,7 @@ def relative_difference(ours: np.ndarray, theirs: np.ndarray) -> float:
   return float(np.max(np.abs(ours - theirs) / scale))
 
 
-def plot_schedules(out: str | pathlib.Path, steps: int = 300) -> dict[str, float]:
+def plot_schedules(out: str | pathlib.Path, steps: int = 300, dpi: int = 110) -> dict[str, float]:
   """Draws every scheduler (ours over torch's) into ``out``; returns, per
   scheduler, the largest relative difference between the two sequences."""
   curves = {}
@@ -158,7 +158,7 @@ def plot_schedules(out: str | pathlib.Path, steps: int = 300) -> dict[str, float
   fig.tight_layout()
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=110)
+  fig.savefig(out, dpi=dpi)
   plt.close(fig)
   return {title: relative_difference(*pair) for title, pair in curves.items()}
 
