@@ -39,7 +39,9 @@ def averager(avg_fn: AvgFn | None = None, multi_avg_fn: MultiAvgFn | None = None
   ``avg_fn(averaged, current, n_averaged)`` maps each leaf; ``multi_avg_fn`` the
   whole tree; with neither, the equal-weight average torch uses on CPU
   (:func:`get_swa_avg_fn`). The first update copies the params; later ones
-  average them in; both work under ``jax.jit``.
+  average them in; both work under ``jax.jit``:
+
+  .. math:: \bar W_1 = W_1, \quad \bar W_{n+1} = \text{avg}(\bar W_n, W_{n+1}, n)
 
   Raises:
     AssertionError: both ``avg_fn`` and ``multi_avg_fn`` given (as torch).
@@ -116,7 +118,13 @@ def ema(decay: float = 0.999) -> Averager:
 
 
 class AveragedState(NamedTuple):
-  """State of :func:`averaged`: the optimizer's, the average, the update count."""
+  """State of :func:`averaged`.
+
+  Attributes:
+    inner_state: the optimizer's state.
+    average: the running average of the params, an :class:`AverageState`.
+    count: ``update`` calls so far.
+  """
   inner_state: Any
   average: AverageState
   count: jax.Array

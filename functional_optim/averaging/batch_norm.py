@@ -153,9 +153,16 @@ def update_bn(loader: Iterable[Any], model: Any, variables: dict | None = None, 
 
   Recomputes every BatchNorm's running mean and variance as the average, over
   the loader's batches, of each batch's mean and unbiased variance, with the
-  model in train mode, as torch's does (momentum ``None``). Layers that see no
-  batch are reset (mean 0, variance 1). A loader item is the input, or a
-  list/tuple whose first entry is.
+  model in train mode, as torch's does (momentum ``None``). For a layer whose
+  input in batch :math:`b` of :math:`B` is :math:`x_b`, with :math:`n` elements
+  per feature:
+
+  .. math::
+     \mu = \frac1B \sum_b \bar x_b, \quad
+     \sigma^2 = \frac1B \sum_b \frac{1}{n - 1} \sum_i (x_{b,i} - \bar x_b)^2
+
+  per feature. Layers that see no batch are reset (mean 0, variance 1). A
+  loader item is the input, or a list/tuple whose first entry is.
 
   * An ``nnx.Module``: its ``nnx.BatchNorm`` statistics are updated in place;
     train/eval flags (``use_running_average``, ``deterministic``) are restored.

@@ -60,6 +60,8 @@ def get_ema_avg_fn(decay: float = 0.999) -> AvgFn:
 def get_swa_avg_fn() -> AvgFn:
   r"""Equal-weight average of one array: ``averaged + (current - averaged) / (n + 1)``.
 
+  .. math:: \bar W_{n+1} = \bar W_n + \frac{W_{n+1} - \bar W_n}{n + 1}
+
   Example:
     >>> import jax.numpy as jnp
     >>> from functional_optim.averaging import get_swa_avg_fn
@@ -73,6 +75,9 @@ def get_swa_avg_fn() -> AvgFn:
 
 def get_ema_multi_avg_fn(decay: float = 0.999) -> MultiAvgFn:
   r"""EMA of a tree: ``lerp(averaged, current, 1 - decay)`` for float leaves.
+
+  .. math:: \bar W \leftarrow \operatorname{lerp}(\bar W, W, 1 - d)
+     = \bar W + (1 - d)(W - \bar W)
 
   Other leaves (integer buffers) take ``averaged * decay + current * (1 - decay)``,
   truncated back to their dtype, as torch's does.
@@ -99,6 +104,9 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> MultiAvgFn:
 def get_swa_multi_avg_fn() -> MultiAvgFn:
   r"""Equal-weight average of a tree: ``lerp(averaged, current, 1 / (n + 1))``.
 
+  .. math:: \bar W_{n+1} = \operatorname{lerp}\big(\bar W_n, W_{n+1}, 1 / (n + 1)\big)
+
+  with the weight :math:`1 / (n + 1)` computed in float32, as torch computes it.
   Integer leaves take ``averaged + (current - averaged) / (n + 1)``, truncated.
 
   Example:

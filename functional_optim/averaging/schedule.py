@@ -7,7 +7,20 @@ from functional_optim.schedules._schedule import TorchSchedule
 
 
 def check_swalr_arguments(anneal_strategy: str, anneal_epochs: int) -> None:
-  """torch's checks of SWALR's arguments, in torch's order."""
+  """torch's checks of SWALR's arguments, in torch's order.
+
+  Raises:
+    ValueError: an ``anneal_strategy`` other than ``'cos'`` and ``'linear'``, or
+      ``anneal_epochs`` not an int >= 0.
+
+  Example:
+    >>> from functional_optim.averaging.schedule import check_swalr_arguments
+    >>> check_swalr_arguments('cos', 10)  # fine: returns None
+    >>> check_swalr_arguments('cos', -1)
+    Traceback (most recent call last):
+      ...
+    ValueError: anneal_epochs must be equal or greater than 0, got -1
+  """
   if anneal_strategy not in ('cos', 'linear'):
     raise ValueError("anneal_strategy must be one of 'cos' or 'linear', instead got "
                      f'{anneal_strategy}')

@@ -41,11 +41,34 @@ PyTree = Any
 
 
 def hyperparam_dtype() -> np.dtype:
-  """The dtype hyperparameters are stored in: float64 under x64, else float32."""
+  """The dtype hyperparameters are stored in: float64 under x64, else float32.
+
+  That is JAX's default float dtype, the dtype of ``jnp.asarray(1.0)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from functional_optim.core.hyperparams import hyperparam_dtype
+    >>> hyperparam_dtype() == jnp.asarray(1.0).dtype
+    True
+    >>> with jax.enable_x64(True):
+    ...   print(hyperparam_dtype())
+    float64
+  """
   return jax.dtypes.canonicalize_dtype(jnp.float64)
 
 
 def is_schedule(value: Any) -> bool:
+  """Whether ``value`` is a schedule: any callable ``count -> value``.
+
+  Numbers and arrays are constants; everything callable is evaluated at each
+  step's count.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.hyperparams import is_schedule
+    >>> is_schedule(lambda count: 0.1 * 0.9 ** count), is_schedule(jnp.float32(0.1))
+    (True, False)
+  """
   return callable(value)
 
 
@@ -54,17 +77,39 @@ def _as_hyperparam(value) -> jax.Array:
 
 
 def initial_hyperparams(spec: Mapping[str, PyTree]) -> dict[str, PyTree]:
-  """The values the first step uses: constants as they are, schedules at count 0."""
+  """The values the first step uses: constants as they are, schedules at count 0.
+
+  Each leaf of ``spec`` becomes a 0-d array in :func:`hyperparam_dtype`:
+  :math:`h = s(0)` for a schedule :math:`s`, else :math:`h = s`.
+
+  Example:
+    >>> from functional_optim.core.hyperparams import initial_hyperparams
+    >>> hp = initial_hyperparams({'lr': lambda count: 0.5 / (count + 1),
+    ...                           'betas': (0.5, 0.25)})
+    >>> float(hp['lr']), [float(b) for b in hp['betas']]
+    (0.5, [0.5, 0.25])
+  """
   return current_hyperparams(spec, None, jnp.zeros([], jnp.int32))
 
 
 def current_hyperparams(spec: Mapping[str, PyTree], stored: Mapping[str, PyTree] | None,
                         count: jax.Array) -> dict[str, PyTree]:
-  """The values for the step at ``count``: schedules evaluated, the rest as stored.
+  r"""The values for the step at ``count``: schedules evaluated, the rest as stored.
 
   ``spec`` is what the builder was given (numbers, arrays, schedules, or tuples of
   them such as ``betas``); ``stored`` is the state's ``hyperparams`` dict, which
-  holds the values a user may have set since.
+  holds the values a user may have set since. Leaf by leaf:
+  :math:`h = s(\text{count})` for a schedule :math:`s`, else the stored value
+  (the given one when ``stored`` is None).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.hyperparams import current_hyperparams
+    >>> spec = {'lr': lambda count: 0.5 ** count, 'eps': 1e-8}
+    >>> stored = {'lr': jnp.float32(9.0), 'eps': jnp.float32(0.25)}  # eps set by hand
+    >>> hp = current_hyperparams(spec, stored, jnp.int32(2))
+    >>> float(hp['lr']), float(hp['eps'])
+    (0.25, 0.25)
   """
   def resolve(given, kept=None):
     if is_schedule(given):

@@ -37,7 +37,12 @@ class MaskedNode(NamedTuple):
 
 
 class PartitionState(NamedTuple):
-  """State of :func:`partition`: each transformation's state, by label."""
+  """State of :func:`partition`.
+
+  Attributes:
+    inner_states: each transformation's state, by label; each keeps the params'
+      structure, with a :class:`MaskedNode` for the params of other labels.
+  """
   inner_states: dict[Hashable, Any]
 
 

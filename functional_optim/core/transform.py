@@ -45,7 +45,17 @@ class GradientTransformation(NamedTuple):
 
 
 def accepts_extra_kwargs(update: Callable) -> bool:
-  """Whether ``update`` takes ``**kwargs``, i.e. can be handed the extra arguments."""
+  """Whether ``update`` takes ``**kwargs``, i.e. can be handed the extra arguments.
+
+  A callable whose signature cannot be read counts as not taking them.
+
+  Example:
+    >>> from functional_optim.core.transform import accepts_extra_kwargs
+    >>> def ours(updates, state, params=None, **extra): ...
+    >>> def plain(updates, state, params=None): ...
+    >>> accepts_extra_kwargs(ours), accepts_extra_kwargs(plain)
+    (True, False)
+  """
   try:
     parameters = inspect.signature(update).parameters.values()
   except (TypeError, ValueError):

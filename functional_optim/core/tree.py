@@ -18,11 +18,30 @@ PyTree = Any
 
 
 def is_none(x: Any) -> bool:
+  """Whether ``x`` is None: the ``is_leaf`` that keeps None leaves in a tree.
+
+  Example:
+    >>> import jax
+    >>> from functional_optim.core.tree import is_none
+    >>> jax.tree.leaves({'a': None, 'b': 1.0}, is_leaf=is_none)
+    [None, 1.0]
+  """
   return x is None
 
 
 def is_gradient_leaf(x: Any) -> bool:
-  """None (no gradient) and sparse ``BCOO`` gradients are leaves, not subtrees."""
+  """None (no gradient) and sparse ``BCOO`` gradients are leaves, not subtrees.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jax.experimental import sparse
+    >>> from functional_optim.core.tree import is_gradient_leaf
+    >>> grads = {'dense': jnp.ones(2), 'none': None,
+    ...          'sparse': sparse.BCOO.fromdense(jnp.array([0.0, 1.0]))}
+    >>> leaves = jax.tree.leaves(grads, is_leaf=is_gradient_leaf)  # BCOO kept whole
+    >>> len(leaves), [is_gradient_leaf(g) for g in leaves]
+    (3, [False, True, True])
+  """
   return x is None or isinstance(x, sparse.BCOO)
 
 
@@ -53,6 +72,16 @@ def check_gradient_tree(grads: PyTree, reference: PyTree, *, shapes: bool = True
     ValueError: the tree structure differs (the message names the first
       differing path) or a gradient's shape differs from its param's.
     TypeError: a gradient's dtype differs from its param's.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.tree import check_gradient_tree
+    >>> params = {'b': jnp.zeros(1), 'w': jnp.zeros(2)}
+    >>> check_gradient_tree({'b': None, 'w': jnp.ones(2)}, params)  # fine: returns None
+    >>> check_gradient_tree({'b': None, 'w': jnp.ones(3)}, params)
+    Traceback (most recent call last):
+      ...
+    ValueError: gradient at ['w'] has shape (3,), but its param has shape (2,)
   """
   grad_leaves, grad_def = jax.tree_util.tree_flatten_with_path(grads, is_leaf=is_gradient_leaf)
   ref_leaves, ref_def = jax.tree_util.tree_flatten_with_path(reference)
@@ -83,6 +112,14 @@ def flatten_like(grads: PyTree, *trees: PyTree):
 
   Returns ``(treedef, grad_leaves, [leaves of each tree])``; a tree given as None
   yields a list of Nones.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.tree import flatten_like
+    >>> grads = {'a': None, 'b': jnp.ones(1)}
+    >>> treedef, grad_leaves, (steps, params) = flatten_like(grads, {'a': 3, 'b': 5}, None)
+    >>> grad_leaves[0], steps, params
+    (None, [3, 5], [None, None])
   """
   treedef = jax.tree.structure(grads, is_leaf=is_none)
   grad_leaves = treedef.flatten_up_to(grads)

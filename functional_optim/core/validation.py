@@ -22,6 +22,12 @@ def concrete_value(value: Any, name: str) -> float | None:
     ValueError: an array that holds more than one element (torch: "Tensor lr
       must be 1-element").
     TypeError: something that is neither a number, an array nor a schedule.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.validation import concrete_value
+    >>> concrete_value(jnp.array([0.5]), 'lr'), concrete_value(lambda count: 0.1, 'lr')
+    (0.5, None)
   """
   if is_schedule(value):
     return None
@@ -41,42 +47,99 @@ def concrete_value(value: Any, name: str) -> float | None:
 
 
 def check_at_least(value: Any, name: str, message: str, low: float = 0.0) -> None:
-  """Raises ``ValueError(f'{message}: {value}')`` when ``value < low`` (torch's form)."""
+  """Raises ``ValueError(f'{message}: {value}')`` when ``value < low`` (torch's form).
+
+  Schedules and traced arrays pass unchecked (see :func:`concrete_value`).
+
+  Example:
+    >>> from functional_optim.core.validation import check_at_least
+    >>> check_at_least(0.1, 'lr', 'Invalid learning rate')  # fine: returns None
+    >>> check_at_least(-0.1, 'lr', 'Invalid learning rate')
+    Traceback (most recent call last):
+      ...
+    ValueError: Invalid learning rate: -0.1
+  """
   x = concrete_value(value, name)
   if x is not None and not x >= low:
     raise ValueError(f'{message}: {value}')
 
 
 def check_at_most(value: Any, name: str, message: str, high: float) -> None:
-  """Raises ``ValueError(f'{message}: {value}')`` when ``value > high``."""
+  """Raises ``ValueError(f'{message}: {value}')`` when ``value > high``.
+
+  Example:
+    >>> from functional_optim.core.validation import check_at_most
+    >>> check_at_most(1.0, 'rho', 'Invalid rho value', high=1.0)  # fine: returns None
+    >>> check_at_most(1.5, 'rho', 'Invalid rho value', high=1.0)
+    Traceback (most recent call last):
+      ...
+    ValueError: Invalid rho value: 1.5
+  """
   x = concrete_value(value, name)
   if x is not None and not x <= high:
     raise ValueError(f'{message}: {value}')
 
 
 def check_greater_than(value: Any, name: str, message: str, low: float = 0.0) -> None:
-  """Raises ``ValueError(f'{message}: {value}')`` unless ``value > low`` (strictly)."""
+  """Raises ``ValueError(f'{message}: {value}')`` unless ``value > low`` (strictly).
+
+  Example:
+    >>> from functional_optim.core.validation import check_greater_than
+    >>> check_greater_than(1e-8, 'eps', 'Invalid epsilon value')  # fine: returns None
+    >>> check_greater_than(0.0, 'eps', 'Invalid epsilon value')
+    Traceback (most recent call last):
+      ...
+    ValueError: Invalid epsilon value: 0.0
+  """
   x = concrete_value(value, name)
   if x is not None and not x > low:
     raise ValueError(f'{message}: {value}')
 
 
 def check_between(value: Any, name: str, message: str, low: float, high: float) -> None:
-  """Raises ``ValueError(f'{message}: {value}')`` unless ``low <= value <= high``."""
+  """Raises ``ValueError(f'{message}: {value}')`` unless ``low <= value <= high``.
+
+  Example:
+    >>> from functional_optim.core.validation import check_between
+    >>> check_between(0.9, 'rho', 'Invalid rho value', 0.0, 1.0)  # fine: returns None
+    >>> check_between(-0.1, 'rho', 'Invalid rho value', 0.0, 1.0)
+    Traceback (most recent call last):
+      ...
+    ValueError: Invalid rho value: -0.1
+  """
   x = concrete_value(value, name)
   if x is not None and not low <= x <= high:
     raise ValueError(f'{message}: {value}')
 
 
 def check_beta(value: Any, index: int) -> None:
-  """``0 <= beta < 1``, with torch's "Invalid beta parameter at index i" message."""
+  """Checks ``0 <= beta < 1``, with torch's "Invalid beta parameter at index i" message.
+
+  Example:
+    >>> from functional_optim.core.validation import check_beta
+    >>> check_beta(0.999, 1)  # fine: returns None
+    >>> check_beta(1.0, 1)
+    Traceback (most recent call last):
+      ...
+    ValueError: Invalid beta parameter at index 1: 1.0
+  """
   x = concrete_value(value, f'betas[{index}]')
   if x is not None and not 0.0 <= x < 1.0:
     raise ValueError(f'Invalid beta parameter at index {index}: {value}')
 
 
 def check_pair(value: Any, name: str) -> tuple[Any, Any]:
-  """``value`` as a 2-tuple (torch's ``betas``), or a clear error."""
+  """``value`` as a 2-tuple (torch's ``betas``), or a clear error.
+
+  Example:
+    >>> from functional_optim.core.validation import check_pair
+    >>> check_pair([0.9, 0.999], 'betas')
+    (0.9, 0.999)
+    >>> check_pair(0.9, 'betas')
+    Traceback (most recent call last):
+      ...
+    ValueError: betas must be a pair of values, got 0.9
+  """
   try:
     first, second = value
   except (TypeError, ValueError):
@@ -89,13 +152,31 @@ def is_zero(value: Any) -> bool:
 
   Only a plain number counts; an array or a schedule that is 0 now may change
   later, so it keeps the piece in the program (and in the state).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.validation import is_zero
+    >>> is_zero(0), is_zero(0.0), is_zero(jnp.float32(0.0)), is_zero(False)
+    (True, True, False, False)
   """
   return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0
 
 
 def check_implementation_flags(foreach: bool | None, fused: bool | None,
                                differentiable: bool) -> None:
-  """torch's mutual exclusions between ``foreach``, ``fused`` and ``differentiable``."""
+  """torch's mutual exclusions between ``foreach``, ``fused`` and ``differentiable``.
+
+  Raises:
+    RuntimeError: ``fused`` with ``differentiable`` or with ``foreach``.
+
+  Example:
+    >>> from functional_optim.core.validation import check_implementation_flags
+    >>> check_implementation_flags(foreach=True, fused=None, differentiable=True)  # fine
+    >>> check_implementation_flags(foreach=True, fused=True, differentiable=False)
+    Traceback (most recent call last):
+      ...
+    RuntimeError: `fused` and `foreach` cannot be `True` together.
+  """
   if fused:
     if differentiable:
       raise RuntimeError('`fused` does not support `differentiable`')

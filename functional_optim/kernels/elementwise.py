@@ -59,7 +59,14 @@ def compute_dtype(dtype) -> jnp.dtype:
   torch rounds every operation to a bfloat16/float16 param's dtype, so
   ``eps = 1e-8`` and ``(1 - β2)·g²`` vanish in float16 and Adam divides by zero.
   We compute in float32 and round once to the storage dtype (what torch's fused
-  kernels do), a deliberate difference from torch's for-loop.
+  kernels do), a deliberate difference from torch's for-loop. Complex dtypes run
+  in the real dtype of their parts.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.kernels.elementwise import compute_dtype
+    >>> [str(compute_dtype(d)) for d in (jnp.bfloat16, jnp.float32, jnp.complex64)]
+    ['float32', 'float32', 'float32']
   """
   real = jnp.finfo(dtype).dtype
   return jnp.dtype(jnp.float32) if real.itemsize < 4 else real
@@ -71,7 +78,23 @@ def run_math(math: Math, grad: jax.Array, param: jax.Array | None,
 
   Complex values become real pairs (torch's ``view_as_real``); scalars are
   rounded to the compute dtype, as torch rounds a Python float at the op; results
-  go back to the dtypes they came in.
+  go back to the dtypes they came in. For a complex :math:`g = a + bi` the math
+  sees the array :math:`[a, b]`, and its result :math:`[u_a, u_b]` comes back as
+  :math:`u_a + u_b i`.
+
+  Returns:
+    ``(update, buffers)``: ``math``'s results, the update in the gradient's dtype
+    and each buffer in its own.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.kernels.elementwise import run_math
+    >>> def math(grad, param, buffers, s):  # sign descent, keeping a running sum
+    ...   return -s['lr'] * jnp.sign(grad), {'total': buffers['total'] + grad}
+    >>> update, buffers = run_math(math, jnp.array([3.0 - 0.5j]), None,
+    ...                            {'total': jnp.array([1.0 + 1.0j])}, {'lr': 0.5})
+    >>> update, buffers['total']
+    (Array([-0.5+0.5j], dtype=complex64), Array([4.+0.5j], dtype=complex64))
   """
   dtype = compute_dtype(grad.dtype)
   scalars = {k: jnp.asarray(v).astype(dtype) for k, v in scalars.items()}
@@ -105,7 +128,7 @@ def elementwise_transformation(
     needs_params: bool,
     scalar_state: Mapping[str, float] | None = None,
 ) -> GradientTransformation:
-  """Builds the transformation of an elementwise optimizer.
+  r"""Builds the transformation of an elementwise optimizer.
 
   Args:
     name: the optimizer's name, for error messages.
@@ -124,6 +147,38 @@ def elementwise_transformation(
     scalar_state: 0-d per-parameter state fields (after the buffers in
       ``state_cls``) with their initial values; float32, as torch keeps them
       whatever the param's dtype.
+
+  Returns:
+    A transformation whose ``update`` runs, for each leaf :math:`i` with a
+    gradient (a None gradient leaves the param and its state as they are),
+
+    .. math::
+       t_i \leftarrow t_i + 1, \quad
+       (u_i, b_i) = \operatorname{math}\big(g_i, \theta_i, b_i,
+       \operatorname{scalars}(t_i, h)\big)
+
+    with :math:`h` the hyperparameters of this step's ``count`` and
+    :math:`t_i` the leaf's ``step``.
+
+  Example: sign descent, an optimizer with no buffers.
+
+    >>> from typing import Any, NamedTuple
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.kernels.elementwise import elementwise_transformation
+    >>> class SignDescentState(NamedTuple):
+    ...   count: Any
+    ...   hyperparams: Any
+    ...   step: Any
+    >>> tx = elementwise_transformation(
+    ...     name='sign_descent', state_cls=SignDescentState, hyperparams={'lr': 0.5},
+    ...     buffers={}, scalars=lambda step, hp: {'lr': hp['lr']},
+    ...     math=lambda g, p, buffers, s: (-s['lr'] * jnp.sign(g), buffers),
+    ...     needs_params=False)
+    >>> state = tx.init({'a': jnp.zeros(2), 'b': jnp.zeros(1)})
+    >>> updates, state = tx.update({'a': jnp.array([3.0, -0.5]), 'b': None}, state)
+    >>> updates['a'], updates['b'], state.step
+    (Array([-0.5,  0.5], dtype=float32), None,
+     {'a': Array(1., dtype=float32), 'b': Array(0., dtype=float32)})
   """
   hyperparams = dict(hyperparams)
   scalar_state = dict(scalar_state or {})

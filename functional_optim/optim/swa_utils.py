@@ -28,12 +28,16 @@ __all__ = ['SWALR', 'AveragedModel', 'get_ema_avg_fn', 'get_ema_multi_avg_fn',
 
 
 class AveragedModel:
-  """``torch.optim.swa_utils.AveragedModel``: a running average of a model.
+  r"""``torch.optim.swa_utils.AveragedModel``: a running average of a model.
 
   ``model`` is an nnx Module (the average is a copy of it, callable like it) or
   a params pytree (the average is a pytree). ``update_parameters(model)`` adds
   the model's current params to the average: the first call copies them, later
-  ones apply ``avg_fn`` / ``multi_avg_fn`` (default: the equal-weight SWA mean).
+  ones apply ``avg_fn`` / ``multi_avg_fn``, by default the equal-weight SWA mean
+
+  .. math:: \bar W_1 = W_1, \quad
+     \bar W_{n+1} = \bar W_n + \frac{W_{n+1} - \bar W_n}{n + 1}.
+
   For an nnx Module, ``use_buffers=True`` averages its ``nnx.BatchStat``
   variables (BatchNorm statistics) too; otherwise they are copied from the
   model, as torch copies buffers.
@@ -103,10 +107,18 @@ class AveragedModel:
 
 
 class SWALR(LRScheduler):
-  """``torch.optim.swa_utils.SWALR``: anneal each group's lr to its ``swa_lr``.
+  r"""``torch.optim.swa_utils.SWALR``: anneal each group's lr to its ``swa_lr``.
 
   Over ``anneal_epochs`` steps (``'cos'`` or ``'linear'``), from the lr the
-  group has, then hold ``swa_lr``. The pure schedule is
+  group has, then hold ``swa_lr``:
+
+  .. math::
+     \alpha_e = a\big(\min(1, e / E)\big), \quad a(t) = t \ \text{(linear)}
+     \ \text{or}\ (1 - \cos \pi t)/2 \ \text{(cos)} \\
+     \eta_e = \eta_{swa}\,\alpha_e + \eta_0\,(1 - \alpha_e)
+
+  computed, as torch does, from the group's current lr (the :math:`\eta_0` it
+  started from is recovered from it). The pure schedule is
   :func:`functional_optim.averaging.swalr`.
 
   Raises:

@@ -17,7 +17,18 @@ from functional_optim.optimizers._shared import (
 
 
 class AdadeltaState(NamedTuple):
-  """State of :func:`adadelta`, with torch's per-parameter keys."""
+  r"""State of :func:`adadelta`, with torch's per-parameter keys.
+
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's ``step``, a float32
+      0-d array).
+    square_avg: per param, :math:`v`, the running average of :math:`g^2`.
+    acc_delta: per param, :math:`u`, the running average of :math:`\Delta^2`.
+  """
   count: jax.Array
   hyperparams: dict[str, Any]
   step: Any

@@ -21,10 +21,23 @@ from functional_optim.optimizers._shared import ascent_or_descent, decoupled_wei
 class AdafactorState(NamedTuple):
   """State of :func:`adafactor`, with torch's per-parameter keys.
 
-  A param with two or more dimensions keeps the factors ``row_var`` (shape
-  ``S[:-1] + (1,)``) and ``col_var`` (shape ``S[:-2] + (1, S[-1])``) of its
-  last two dimensions, and None for ``variance``; a 0-d or 1-d param keeps a
-  full ``variance`` and None for the factors.
+  A param with two or more dimensions keeps the factors ``row_var`` and
+  ``col_var`` of its last two dimensions, and None for ``variance``; a 0-d or
+  1-d param keeps a full ``variance`` and None for the factors.
+
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's ``step``, a float32
+      0-d array).
+    row_var: per param of shape ``S``, :math:`R`, the running row means of
+      :math:`g^2`, of shape ``S[:-1] + (1,)`` (None for 0-d and 1-d params).
+    col_var: per param, :math:`C`, the running column means of :math:`g^2`, of
+      shape ``S[:-2] + (1, S[-1])`` (None for 0-d and 1-d params).
+    variance: per 0-d or 1-d param, :math:`V`, the running average of
+      :math:`g^2` (None for the factored params).
   """
   count: jax.Array
   hyperparams: dict[str, Any]

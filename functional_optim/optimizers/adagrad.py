@@ -21,6 +21,15 @@ class AdagradState(NamedTuple):
 
   Like torch, whose Adagrad makes its state in the constructor, every param has
   ``sum`` from the start, filled with ``initial_accumulator_value``.
+
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's ``step``, a float32
+      0-d array).
+    sum: per param, :math:`s`, the running sum of :math:`g^2`.
   """
   count: jax.Array
   hyperparams: dict[str, Any]

@@ -18,9 +18,19 @@ from functional_optim.optimizers._shared import (
 
 
 class AdamState(NamedTuple):
-  """State of :func:`adam` and :func:`adamw`, with torch's per-parameter keys.
+  r"""State of :func:`adam` and :func:`adamw`, with torch's per-parameter keys.
 
-  ``max_exp_avg_sq`` is None unless ``amsgrad=True``.
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's ``step``, a float32
+      0-d array).
+    exp_avg: per param, the first moment :math:`m`.
+    exp_avg_sq: per param, the second moment :math:`v`.
+    max_exp_avg_sq: per param, the running max :math:`\hat v` of the second
+      moment; None unless ``amsgrad=True``.
   """
   count: jax.Array
   hyperparams: dict[str, Any]

@@ -18,7 +18,18 @@ from functional_optim.optimizers._shared import (
 
 
 class AdamaxState(NamedTuple):
-  """State of :func:`adamax`, with torch's per-parameter keys."""
+  """State of :func:`adamax`, with torch's per-parameter keys.
+
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's ``step``, a float32
+      0-d array).
+    exp_avg: per param, the first moment :math:`m`.
+    exp_inf: per param, the infinity norm :math:`u`.
+  """
   count: jax.Array
   hyperparams: dict[str, Any]
   step: Any

@@ -23,8 +23,19 @@ def adamw(
   r"""AdamW, as ``torch.optim.AdamW``: :func:`adam` with ``decoupled_weight_decay=True``.
 
   Before the moment updates the param decays to :math:`\theta(1 - \gamma\lambda)`;
-  the rest is Adam. Note the default ``weight_decay=1e-2`` (Adam's is 0). The
-  state is an :class:`~functional_optim.optimizers.adam.AdamState`.
+  the rest is Adam:
+
+  .. math::
+     \theta &\leftarrow \theta_{t-1}(1 - \gamma\lambda), \quad g_t = \pm g_t \\
+     m_t &= \operatorname{lerp}(m_{t-1}, g_t, 1-\beta_1), \quad
+     v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+     \hat v_t = \max(\hat v_{t-1}, v_t) \ \text{(amsgrad)}, \ \text{else } v_t \\
+     \theta_t &= \theta - \frac{\gamma}{1-\beta_1^t} \cdot
+       \frac{m_t}{\sqrt{\hat v_t} / \sqrt{1-\beta_2^t} + \epsilon}
+
+  Note the default ``weight_decay=1e-2`` (Adam's is 0). The arguments are
+  :func:`adam`'s; the state is an
+  :class:`~functional_optim.optimizers.adam.AdamState`.
 
   Example:
     >>> import jax.numpy as jnp

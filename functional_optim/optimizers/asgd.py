@@ -18,13 +18,23 @@ from functional_optim.optimizers._shared import (
 
 
 class ASGDState(NamedTuple):
-  """State of :func:`asgd`, with torch's per-parameter keys.
+  r"""State of :func:`asgd`, with torch's per-parameter keys.
 
-  ``ax`` is the averaged param. ``eta`` and ``mu`` are the step size and the
-  averaging weight of each param's *next* step, float32 scalars whatever the
-  param's dtype, as torch keeps them. torch creates ``eta`` from the current lr
-  at a param's first step, and so do we: before it, ``eta`` holds the lr given
-  to the builder (0 for a schedule) and is not read.
+  torch creates ``eta`` from the current lr at a param's first step, and so do
+  we: before it, ``eta`` holds the lr given to the builder (0 for a schedule)
+  and is not read.
+
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's ``step``, a float32
+      0-d array).
+    ax: per param, the averaged param :math:`\bar\theta`.
+    eta: per param, the step size :math:`\eta` of its *next* step, a float32
+      scalar whatever the param's dtype, as torch keeps it.
+    mu: per param, the averaging weight :math:`\mu` of its next step (float32).
   """
   count: jax.Array
   hyperparams: dict[str, Any]

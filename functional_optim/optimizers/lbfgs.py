@@ -81,9 +81,24 @@ class LBFGSState(NamedTuple):
   loss: jax.Array
 
   def history(self) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(old_dirs, old_stps, ro)`` oldest first and only the pairs held: torch's lists.
+    r"""``(old_dirs, old_stps, ro)`` oldest first and only the pairs held: torch's lists.
 
     Needs a concrete state (outside ``jit``): the length depends on the data.
+    Pair :math:`i` is :math:`(y_i, s_i, \rho_i = 1 / y_i^\top s_i)`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from functional_optim.optimizers.lbfgs import lbfgs
+      >>> f = lambda p: jnp.sum(jnp.array([1.0, 4.0]) * p ** 2)
+      >>> tx = lbfgs(max_iter=3, history_size=5)
+      >>> params = jnp.array([1.0, 1.0])
+      >>> state = tx.init(params)
+      >>> _, state = tx.update(jax.grad(f)(params), state, params, value_fn=f)
+      >>> old_dirs, old_stps, ro = state.history()  # the 1 pair held, of 5 rows
+      >>> old_dirs.shape, state.old_dirs.shape
+      ((1, 2), (5, 2))
+      >>> round(float(ro[0] * (old_dirs[0] @ old_stps[0])), 5)
+      1.0
     """
     size = self.ro.shape[0]
     rows = (int(self.history_start) + np.arange(int(self.history_count))) % size

@@ -23,7 +23,13 @@ DEFAULT_NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)
 class MuonState(NamedTuple):
   """State of :func:`muon`; ``momentum_buffer`` is torch's per-parameter key.
 
-  ``step`` counts each param's updates (torch's Muon keeps no step).
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's Muon keeps no step).
+    momentum_buffer: per param, the momentum :math:`B`.
   """
   count: jax.Array
   hyperparams: dict[str, Any]
@@ -103,6 +109,16 @@ def adjusted_lr_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float
 
   ``None`` or ``'original'`` (Keller Jordan's): :math:`\sqrt{\max(1, A/B)}`;
   ``'match_rms_adamw'`` (Moonshot's, to reuse AdamW's lr): :math:`0.2\sqrt{\max(A, B)}`.
+
+  Raises:
+    ValueError: any other ``adjust_lr_fn``.
+
+  Example:
+    >>> from functional_optim.optimizers.muon import adjusted_lr_ratio
+    >>> adjusted_lr_ratio(None, (16, 4)), adjusted_lr_ratio(None, (4, 16))
+    (2.0, 1.0)
+    >>> adjusted_lr_ratio('match_rms_adamw', (16, 4))
+    0.8
   """
   rows, cols = shape[:2]
   if adjust_lr_fn is None or adjust_lr_fn == 'original':

@@ -19,10 +19,19 @@ from functional_optim.optimizers._shared import (
 
 
 class NAdamState(NamedTuple):
-  """State of :func:`nadam`, with torch's per-parameter keys.
+  r"""State of :func:`nadam`, with torch's per-parameter keys.
 
-  ``mu_product`` is the running product of the momentum schedule, a float32
-  scalar per param whatever the param's dtype, as torch keeps it.
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's ``step``, a float32
+      0-d array).
+    exp_avg: per param, the first moment :math:`m`.
+    exp_avg_sq: per param, the second moment :math:`v`.
+    mu_product: per param, :math:`\Pi`, the running product of the momentum
+      schedule, a float32 scalar whatever the param's dtype, as torch keeps it.
   """
   count: jax.Array
   hyperparams: dict[str, Any]

@@ -22,7 +22,18 @@ RECTIFICATION_THRESHOLD = 5.0
 
 
 class RAdamState(NamedTuple):
-  """State of :func:`radam`, with torch's per-parameter keys."""
+  """State of :func:`radam`, with torch's per-parameter keys.
+
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's ``step``, a float32
+      0-d array).
+    exp_avg: per param, the first moment :math:`m`.
+    exp_avg_sq: per param, the second moment :math:`v`.
+  """
   count: jax.Array
   hyperparams: dict[str, Any]
   step: Any

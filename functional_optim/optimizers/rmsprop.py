@@ -18,10 +18,20 @@ from functional_optim.optimizers._shared import (
 
 
 class RMSpropState(NamedTuple):
-  """State of :func:`rmsprop`, with torch's per-parameter keys.
+  r"""State of :func:`rmsprop`, with torch's per-parameter keys.
 
-  ``momentum_buffer`` is None when built with ``momentum=0``; ``grad_avg`` is
-  None unless ``centered=True``.
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's ``step``, a float32
+      0-d array).
+    square_avg: per param, :math:`v`, the running average of :math:`g^2`.
+    momentum_buffer: per param, the momentum :math:`b`; None when built with
+      ``momentum=0``.
+    grad_avg: per param, :math:`\bar g`, the running average of :math:`g`; None
+      unless ``centered=True``.
   """
   count: jax.Array
   hyperparams: dict[str, Any]

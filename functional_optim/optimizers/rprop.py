@@ -17,12 +17,21 @@ from functional_optim.optimizers._shared import ascent_or_descent
 
 
 class RpropState(NamedTuple):
-  """State of :func:`rprop`, with torch's per-parameter keys.
+  r"""State of :func:`rprop`, with torch's per-parameter keys.
 
-  ``prev`` is the gradient of the previous step (zeroed where its sign
-  flipped); ``step_size`` the per-element step. torch creates ``step_size``
-  filled with the current lr at a param's first step, and so do we: before
-  it, ``step_size`` holds zeros that are not read.
+  torch creates ``step_size`` filled with the current lr at a param's first
+  step, and so do we: before it, ``step_size`` holds zeros that are not read.
+
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's ``step``, a float32
+      0-d array).
+    prev: per param, :math:`g'`, the gradient of the previous step (zeroed
+      where its sign flipped).
+    step_size: per param, the per-element step :math:`\Delta`.
   """
   count: jax.Array
   hyperparams: dict[str, Any]

@@ -19,9 +19,15 @@ from functional_optim.optimizers._shared import decayed_gradient, weight_decay_s
 class SGDState(NamedTuple):
   """State of :func:`sgd`; ``momentum_buffer`` is torch's per-parameter key.
 
-  ``step`` counts each param's updates (torch's SGD keeps no step: it marks
-  whether the momentum buffer has been seeded). ``momentum_buffer`` is None
-  when built with ``momentum=0``.
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the number of updates it got (torch's SGD keeps no step:
+      it marks whether the momentum buffer has been seeded).
+    momentum_buffer: per param, the momentum :math:`b`; None when built with
+      ``momentum=0``.
   """
   count: jax.Array
   hyperparams: dict[str, Any]

@@ -20,8 +20,15 @@ from functional_optim.optimizers._shared import ascent_or_descent
 class SparseAdamState(NamedTuple):
   """State of :func:`sparse_adam`, with torch's per-parameter keys (dense buffers).
 
-  ``step`` counts the updates in which the param had a gradient, stored or not
-  (a float32 array, where torch keeps a Python int).
+  Attributes:
+    count: ``update`` calls so far (int32), the count schedules are evaluated at.
+    hyperparams: the hyperparameters the last step used (before the first: the
+      ones it will use), 0-d arrays by name; see
+      :func:`~functional_optim.get_hyperparams`.
+    step: per param, the updates in which it had a gradient, stored entries or
+      not (a float32 array, where torch keeps a Python int).
+    exp_avg: per param, the first moment :math:`m`, dense.
+    exp_avg_sq: per param, the second moment :math:`v`, dense.
   """
   count: jax.Array
   hyperparams: dict[str, Any]

@@ -86,7 +86,10 @@ def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int])
 
   Schedule ``i`` runs from ``milestones[i-1]`` on, restarted at its own epoch 0
   there as torch restarts it (its closed form from its base lr; a
-  MultiplicativeLR continues from the lr the previous schedule reached).
+  MultiplicativeLR continues from the lr the previous schedule reached):
+
+  .. math:: \eta_e = S_i(e - m_{i-1}) \quad \text{for } m_{i-1} \le e < m_i,
+     \quad m_{-1} = 0
 
   Raises:
     ValueError: no schedules, or ``len(milestones) != len(schedules) - 1``.

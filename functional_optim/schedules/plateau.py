@@ -14,7 +14,18 @@ from functional_optim.schedules import _formulas as F
 
 
 class ReduceLROnPlateauState(NamedTuple):
-  """State of :func:`reduce_lr_on_plateau`; field names are torch's attributes."""
+  r"""State of :func:`reduce_lr_on_plateau`; field names are torch's attributes.
+
+  Attributes:
+    inner_state: the optimizer's state; its ``lr`` is the one the rule cuts.
+    best: the best value seen so far (:math:`\pm\infty` before the first).
+    num_bad_epochs: values since the last improvement (reset by a cut and
+      during cooldown).
+    cooldown_counter: values left before bad ones count again.
+    last_epoch: how many values the rule has seen (after accumulation).
+    accumulated_value: the sum of the values of the current accumulation.
+    accumulated_count: how many values it holds (< ``accumulation_size``).
+  """
   inner_state: Any
   best: jax.Array
   num_bad_epochs: jax.Array
@@ -50,6 +61,16 @@ def reduce_lr_on_plateau(
   mirrored for ``'max'``). After more than ``patience`` values that are not
   better, ``lr = max(lr * factor, min_lr)`` (skipped if that changes it by no
   more than ``eps``), then ``cooldown`` values pass before counting resumes.
+  For ``mode='min'``:
+
+  .. math::
+     \text{better}(x) &= x < \text{best}\,(1 - \tau) \ \text{(rel)}, \quad
+       x < \text{best} - \tau \ \text{(abs)} \\
+     \eta &\leftarrow \max(\eta f, \eta_{min}) \quad
+       \text{after more than } p \text{ values in a row that are not better}
+
+  with :math:`\tau` = ``threshold``, :math:`f` = ``factor``, :math:`p` =
+  ``patience``.
 
   With ``accumulation_size=n``, the rule sees the mean of every ``n`` values
   (e.g. the steps of an epoch, as a per-epoch ``scheduler.step(epoch_loss)``).

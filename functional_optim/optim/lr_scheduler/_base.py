@@ -103,7 +103,9 @@ class LRScheduler:
 
   Construction records each group's ``initial_lr`` (``last_epoch=-1``) or
   requires it (resuming), wraps ``optimizer.step`` to detect a reversed call
-  order, and takes the first step, so the epoch-0 lr is already applied.
+  order, and takes the first step, so the epoch-0 lr is already applied. Each
+  :meth:`step` then advances ``last_epoch`` by one and writes :meth:`get_lr`'s
+  values into the groups' ``lr``, which :meth:`get_last_lr` reads back.
 
   Example:
     >>> import jax.numpy as jnp
@@ -150,11 +152,42 @@ class LRScheduler:
       self.step()
 
   def state_dict(self) -> dict[str, Any]:
-    """Every attribute but the optimizer: torch's keys, loadable by torch's scheduler."""
+    """Every attribute but the optimizer: torch's keys, loadable by torch's scheduler.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> sched = optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+      >>> opt.step({'w': jnp.ones(2)})
+      >>> sched.step()
+      >>> saved = sched.state_dict()
+      >>> saved['last_epoch'], saved['base_lrs'], saved['_last_lr'], saved['gamma']
+      (1, [1.0], [0.5], 0.5)
+    """
     return {key: value for key, value in self.__dict__.items() if key != 'optimizer'}
 
   def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-    """Restores the attributes saved by :meth:`state_dict` (ours or torch's)."""
+    """Restores the attributes saved by :meth:`state_dict` (ours or torch's).
+
+    Example: resuming a run, the optimizer's state first.
+
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> sched = optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+      >>> for _ in range(2):
+      ...   opt.step({'w': jnp.ones(2)})
+      ...   sched.step()
+      >>> resumed_opt = optim.SGD({'w': opt.params['w']}, lr=1.0)
+      >>> resumed_opt.load_state_dict(opt.state_dict())
+      >>> resumed = optim.lr_scheduler.ExponentialLR(resumed_opt, gamma=0.5)
+      >>> resumed.load_state_dict(sched.state_dict())
+      >>> resumed_opt.step({'w': jnp.ones(2)})
+      >>> resumed.step()
+      >>> resumed.last_epoch, resumed.get_last_lr()
+      (3, [0.125])
+    """
     self.__dict__.update(state_dict)
 
   def get_last_lr(self) -> list[Any]:

@@ -41,20 +41,55 @@ class _Composite(LRScheduler):
   _schedulers: Sequence[LRScheduler]
 
   def state_dict(self) -> dict[str, Any]:
+    """As torch: every attribute but the optimizer, with each child's
+    ``state_dict()`` in a list under ``_schedulers``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(1)}, lr=1.0)
+      >>> sched = optim.lr_scheduler.ChainedScheduler([
+      ...     optim.lr_scheduler.ConstantLR(opt, factor=0.5, total_iters=2),
+      ...     optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)])
+      >>> saved = sched.state_dict()
+      >>> sorted(saved), [child['last_epoch'] for child in saved['_schedulers']]
+      (['_last_lr', '_schedulers'], [0, 0])
+    """
     state = {k: v for k, v in self.__dict__.items() if k not in ('optimizer', '_schedulers')}
     state['_schedulers'] = [s.state_dict() for s in self._schedulers]
     return state
 
   def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-    """Restores the attributes and each child's state; ``state_dict`` is left as given."""
+    """Restores the attributes and each child's state; ``state_dict`` is left as given.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> def chained(opt):
+      ...   return optim.lr_scheduler.ChainedScheduler([
+      ...       optim.lr_scheduler.ConstantLR(opt, factor=0.5, total_iters=2),
+      ...       optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)])
+      >>> opt = optim.SGD({'w': jnp.zeros(1)}, lr=1.0)
+      >>> sched = chained(opt)
+      >>> for _ in range(3):
+      ...   opt.step({'w': jnp.ones(1)})
+      ...   sched.step()
+      >>> resumed = chained(optim.SGD({'w': jnp.zeros(1)}, lr=1.0))
+      >>> resumed.load_state_dict(sched.state_dict())
+      >>> [round(lr, 6) for lr in resumed.get_last_lr()]
+      [0.729]
+    """
     self.__dict__.update({k: v for k, v in state_dict.items() if k != '_schedulers'})
     for scheduler, saved in zip(self._schedulers, state_dict['_schedulers']):
       scheduler.load_state_dict(saved)
 
 
 class ChainedScheduler(_Composite):
-  """``torch.optim.lr_scheduler.ChainedScheduler``: each ``step()`` steps every scheduler,
-  in order, so their (recursive) factors multiply.
+  r"""``torch.optim.lr_scheduler.ChainedScheduler``: each ``step()`` steps every scheduler,
+  in order, so their (recursive) factors multiply: with :math:`r_i(e)` the factor
+  scheduler :math:`i`'s step applies to the current lr,
+
+  .. math:: \eta_e = \eta_{e-1} \prod_i r_i(e)
 
   Nothing is stepped at construction: the schedulers already took their first step.
 
@@ -91,9 +126,12 @@ class ChainedScheduler(_Composite):
 
 
 class SequentialLR(_Composite):
-  """``torch.optim.lr_scheduler.SequentialLR``: ``schedulers[i]`` runs from
+  r"""``torch.optim.lr_scheduler.SequentialLR``: ``schedulers[i]`` runs from
   ``milestones[i-1]``, restarted at its epoch 0 there (``len(milestones) ==
-  len(schedulers) - 1``).
+  len(schedulers) - 1``):
+
+  .. math:: \eta_e = S_i(e - m_{i-1}) \quad \text{for } m_{i-1} \le e < m_i,
+     \quad m_{-1} = 0
 
   Construction resets the lrs to ``initial_lr``, takes back the first step of every
   scheduler and takes again only that of the one running at epoch 0.
@@ -135,7 +173,23 @@ class SequentialLR(_Composite):
     self._last_lr = first.get_last_lr()
 
   def recursive_undo(self, sched: Any = None) -> None:
-    """Takes back the construction step of every scheduler below ``sched`` (default: all)."""
+    """Takes back the construction step of every scheduler below ``sched`` (default: all).
+
+    The constructor uses it: each child's ``last_epoch`` goes back by one.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(1)}, lr=1.0)
+      >>> warmup = optim.lr_scheduler.ConstantLR(opt, factor=0.5)
+      >>> decay = optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
+      >>> sched = optim.lr_scheduler.SequentialLR(opt, [warmup, decay], milestones=[5])
+      >>> warmup.last_epoch, decay.last_epoch  # only the running one keeps its step
+      (0, -1)
+      >>> sched.recursive_undo()
+      >>> warmup.last_epoch, decay.last_epoch
+      (-1, -2)
+    """
     scheds = self if sched is None else sched
     if hasattr(scheds, '_schedulers'):
       for child in scheds._schedulers:

@@ -46,7 +46,7 @@ def _set_momentum(group: dict[str, Any], use_beta1: bool, momentum: Any) -> None
 
 
 class CyclicLR(LRScheduler):
-  """``torch.optim.lr_scheduler.CyclicLR``: the lr cycles between ``base_lr`` and
+  r"""``torch.optim.lr_scheduler.CyclicLR``: the lr cycles between ``base_lr`` and
   ``max_lr`` (``step_size_up`` steps up, ``step_size_down`` down), the amplitude
   scaled by ``mode`` or ``scale_fn``; step it after every batch.
 
@@ -54,7 +54,15 @@ class CyclicLR(LRScheduler):
   cycle), ``'exp_range'`` (times ``gamma ** iteration``). A ``scale_fn(x)`` replaces
   the mode; ``scale_mode`` says whether ``x`` is the cycle number (from 1) or the
   iteration. With ``cycle_momentum`` the momentum goes from ``max_momentum`` down
-  to ``base_momentum`` as the lr goes up.
+  to ``base_momentum`` as the lr goes up. With :math:`u, d` the steps up and
+  down and :math:`e` the iteration:
+
+  .. math::
+     c = \lfloor 1 + e/(u+d) \rfloor,\quad x = 1 + e/(u+d) - c,\quad
+     h = x/r \ (x \le r),\ (x-1)/(r-1) \ (\text{else}),\quad r = u/(u+d) \\
+     \eta_e = \eta_{base} + (\eta_{max} - \eta_{base})\, h\, \text{scale}(c \text{ or } e),
+     \quad
+     m_e = m_{max} - (m_{max} - m_{base})\, h\, \text{scale}(c \text{ or } e)
 
   Example:
     >>> import jax.numpy as jnp
@@ -116,13 +124,26 @@ class CyclicLR(LRScheduler):
     }[self.mode]
 
   def scale_fn(self, x: float) -> float:
-    """The amplitude's scale at ``x`` (the cycle or the iteration, per ``scale_mode``)."""
+    """The amplitude's scale at ``x`` (the cycle or the iteration, per ``scale_mode``).
+
+    ``'triangular'``: 1; ``'triangular2'``: ``1 / 2 ** (x - 1)``; ``'exp_range'``:
+    ``gamma ** x``; or the ``scale_fn`` given.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0, momentum=0.9)
+      >>> sched = optim.lr_scheduler.CyclicLR(opt, 0.1, 1.0, mode='triangular2')
+      >>> [sched.scale_fn(cycle) for cycle in (1, 2, 3)]
+      [1.0, 0.5, 0.25]
+    """
     if self._scale_fn_custom is not None:
       return self._scale_fn_custom(x)
     return self._scale_fn_ref(x)
 
   def get_lr(self) -> list[Any]:
-    """The lrs of this step; also sets the groups' momentum when ``cycle_momentum``."""
+    """The lrs of this step (the formula above); also sets the groups' momentum when
+    ``cycle_momentum``. Called by :meth:`step`."""
     self._warn_if_outside_step()
     cycle, height = _formulas.cyclic_position(PYTHON, self.last_epoch, self.total_size,
                                               self.step_ratio)
@@ -138,7 +159,17 @@ class CyclicLR(LRScheduler):
 
   def state_dict(self) -> dict[str, Any]:
     """As torch: a custom ``scale_fn`` is saved as ``None`` (a function) or its
-    ``__dict__`` (a callable object)."""
+    ``__dict__`` (a callable object); a mode's scale function is not saved.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0, momentum=0.9)
+      >>> sched = optim.lr_scheduler.CyclicLR(opt, 0.1, 1.0, scale_fn=lambda x: 0.5 ** x)
+      >>> saved = sched.state_dict()
+      >>> saved['_scale_fn_custom'], saved['max_lrs']
+      (None, [1.0])
+    """
     state = super().state_dict()
     state.pop('_scale_fn_ref', None)
     fn = state['_scale_fn_custom']
@@ -148,7 +179,24 @@ class CyclicLR(LRScheduler):
 
   def load_state_dict(self, state_dict: dict[str, Any]) -> None:
     """Restores the attributes, a callable ``scale_fn``'s ``__dict__``, and the mode's
-    scale function; ``state_dict`` is left as given."""
+    scale function; ``state_dict`` is left as given.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> class Scale:
+      ...   def __init__(self, base):
+      ...     self.base = base
+      ...   def __call__(self, x):
+      ...     return self.base ** x
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0, momentum=0.9)
+      >>> saved = optim.lr_scheduler.CyclicLR(opt, 0.1, 1.0, scale_fn=Scale(0.5)).state_dict()
+      >>> scale = Scale(0.9)
+      >>> sched = optim.lr_scheduler.CyclicLR(opt, 0.1, 1.0, scale_fn=scale)
+      >>> sched.load_state_dict(saved)
+      >>> scale.base, sched.scale_fn(2)
+      (0.5, 0.25)
+    """
     saved_fn = state_dict['_scale_fn_custom']
     super().load_state_dict({k: v for k, v in state_dict.items() if k != '_scale_fn_custom'})
     if saved_fn is not None:
@@ -157,12 +205,16 @@ class CyclicLR(LRScheduler):
 
 
 class CosineAnnealingWarmRestarts(LRScheduler):
-  """``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``: cosine annealing from the
+  r"""``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``: cosine annealing from the
   initial lr to ``eta_min`` over ``T_i`` epochs, restarting at the initial lr; the
   period starts at ``T_0`` and is multiplied by ``T_mult`` at each restart.
 
-  ``step(epoch)`` takes fractional epochs (``epoch + batch / batches``), without
-  a deprecation warning.
+  .. math::
+     \eta = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})\big(1 + \cos(\pi T_{cur} / T_i)\big)
+
+  where :math:`T_i = T_0 T_{mult}^n` is the current period and :math:`T_{cur}` the
+  epochs since its start. ``step(epoch)`` takes fractional epochs
+  (``epoch + batch / batches``), without a deprecation warning.
 
   Example:
     >>> import jax.numpy as jnp
@@ -189,6 +241,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     super().__init__(optimizer, last_epoch)
 
   def get_lr(self) -> list[Any]:
+    """The formula above at the current ``T_cur`` and ``T_i``; called by :meth:`step`."""
     self._warn_if_outside_step()
     return [_formulas.warm_restart_lr(PYTHON, base, self.T_cur, self.T_i, self.eta_min)
             for base in self.base_lrs]
@@ -228,14 +281,23 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
 
 class OneCycleLR(LRScheduler):
-  """``torch.optim.lr_scheduler.OneCycleLR``: the 1cycle policy, stepped after every batch.
+  r"""``torch.optim.lr_scheduler.OneCycleLR``: the 1cycle policy, stepped after every batch.
 
   The lr anneals (``anneal_strategy`` ``'cos'`` or ``'linear'``) from
   ``max_lr / div_factor`` up to ``max_lr`` over the first ``pct_start`` of
   ``total_steps`` (or ``epochs * steps_per_epoch``), then down to
   ``initial_lr / final_div_factor``; ``three_phase`` comes back to the initial lr
   before the final descent. With ``cycle_momentum`` the momentum moves inversely,
-  between ``max_momentum`` and ``base_momentum``.
+  between ``max_momentum`` and ``base_momentum``. In two phases, with
+  :math:`T` = ``total_steps`` and :math:`e_1 = \text{pct\_start} \cdot T - 1`:
+
+  .. math::
+     \eta_0 = \eta_{max} / \text{div\_factor}, \quad
+     \eta_{min} = \eta_0 / \text{final\_div\_factor} \\
+     \eta_e = a\big(\eta_0, \eta_{max}, e / e_1\big) \ (e \le e_1), \quad
+     \eta_e = a\big(\eta_{max}, \eta_{min}, (e - e_1) / (T - 1 - e_1)\big) \ (e > e_1) \\
+     a_{cos}(s, t, p) = t + \tfrac12(s - t)(1 + \cos \pi p), \quad
+     a_{linear}(s, t, p) = s + (t - s)\,p
 
   Example:
     >>> import jax.numpy as jnp
@@ -300,7 +362,9 @@ class OneCycleLR(LRScheduler):
                                      [p['end_step'] for p in phases], values)
 
   def get_lr(self) -> list[Any]:
-    """The lrs of this step; also sets the groups' momentum when ``cycle_momentum``."""
+    """The lrs of this step (the formula above); also sets the groups' momentum when
+    ``cycle_momentum``. Called by :meth:`step`; raises ``ValueError`` past
+    ``total_steps``."""
     self._warn_if_outside_step()
     if self.last_epoch > self.total_steps:
       raise ValueError(f'Tried to step {self.last_epoch} times. The specified number of '

@@ -43,7 +43,21 @@ class _LambdaScheduler(LRScheduler):
     pass
 
   def state_dict(self) -> dict[str, Any]:
-    """As torch: a plain function is saved as ``None``, a callable object as its ``__dict__``."""
+    """As torch: a plain function is saved as ``None``, a callable object as its ``__dict__``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> class Decay:
+      ...   def __init__(self, rate):
+      ...     self.rate = rate
+      ...   def __call__(self, epoch):
+      ...     return self.rate ** epoch
+      >>> opt = optim.SGD([{'params': [jnp.zeros(1)]}, {'params': [jnp.zeros(2)]}], lr=1.0)
+      >>> sched = optim.lr_scheduler.LambdaLR(opt, [lambda epoch: 1.0, Decay(0.5)])
+      >>> sched.state_dict()['lr_lambdas']
+      [None, {'rate': 0.5}]
+    """
     state = {k: v for k, v in self.__dict__.items() if k not in ('optimizer', 'lr_lambdas')}
     state['lr_lambdas'] = [None if isinstance(fn, types.FunctionType) else fn.__dict__.copy()
                            for fn in self.lr_lambdas]
@@ -51,7 +65,24 @@ class _LambdaScheduler(LRScheduler):
 
   def load_state_dict(self, state_dict: dict[str, Any]) -> None:
     """Restores the attributes and the callable objects' ``__dict__``; ``state_dict`` is
-    left as given."""
+    left as given.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> class Decay:
+      ...   def __init__(self, rate):
+      ...     self.rate = rate
+      ...   def __call__(self, epoch):
+      ...     return self.rate ** epoch
+      >>> opt = optim.SGD({'w': jnp.zeros(1)}, lr=1.0)
+      >>> saved = optim.lr_scheduler.LambdaLR(opt, Decay(0.5)).state_dict()
+      >>> decay = Decay(0.9)
+      >>> sched = optim.lr_scheduler.LambdaLR(opt, decay)
+      >>> sched.load_state_dict(saved)
+      >>> decay.rate, saved['lr_lambdas']
+      (0.5, [{'rate': 0.5}])
+    """
     state = {k: v for k, v in state_dict.items() if k != 'lr_lambdas'}
     self.__dict__.update(state)
     for fn, saved in zip(self.lr_lambdas, state_dict['lr_lambdas']):
@@ -60,9 +91,11 @@ class _LambdaScheduler(LRScheduler):
 
 
 class LambdaLR(_LambdaScheduler):
-  """``torch.optim.lr_scheduler.LambdaLR``: ``lr = initial_lr · lr_lambda(epoch)``.
+  r"""``torch.optim.lr_scheduler.LambdaLR``: ``lr = initial_lr · lr_lambda(epoch)``.
 
   ``lr_lambda`` is one function for every group or a list with one per group.
+
+  .. math:: \eta_e = \eta_0\,\lambda(e)
 
   Example:
     >>> import jax.numpy as jnp
@@ -77,13 +110,16 @@ class LambdaLR(_LambdaScheduler):
   """
 
   def get_lr(self) -> list[Any]:
+    """``initial_lr · lr_lambda(last_epoch)`` for each group; called by :meth:`step`."""
     self._warn_if_outside_step()
     return [base * fn(self.last_epoch)
             for fn, base in zip(self.lr_lambdas, self.base_lrs, strict=True)]
 
 
 class MultiplicativeLR(_LambdaScheduler):
-  """``torch.optim.lr_scheduler.MultiplicativeLR``: ``lr ← lr · lr_lambda(epoch)`` each step.
+  r"""``torch.optim.lr_scheduler.MultiplicativeLR``: ``lr ← lr · lr_lambda(epoch)`` each step.
+
+  .. math:: \eta_e = \eta_{e-1}\,\lambda(e) = \eta_0 \prod_{k=1}^{e} \lambda(k)
 
   Example:
     >>> import jax.numpy as jnp
@@ -102,6 +138,8 @@ class MultiplicativeLR(_LambdaScheduler):
       _checks.check_lr_lambda(fn)
 
   def get_lr(self) -> list[Any]:
+    """The current lrs times ``lr_lambda(last_epoch)`` (unchanged at construction);
+    called by :meth:`step`."""
     self._warn_if_outside_step()
     if self._is_initial:
       return self._current_lrs()
@@ -110,7 +148,9 @@ class MultiplicativeLR(_LambdaScheduler):
 
 
 class StepLR(LRScheduler):
-  """``torch.optim.lr_scheduler.StepLR``: the lr times ``gamma`` every ``step_size`` epochs.
+  r"""``torch.optim.lr_scheduler.StepLR``: the lr times ``gamma`` every ``step_size`` epochs.
+
+  .. math:: \eta_e = \eta_0\,\gamma^{\lfloor e / s \rfloor}
 
   Example:
     >>> import jax.numpy as jnp
@@ -133,6 +173,8 @@ class StepLR(LRScheduler):
     super().__init__(optimizer, last_epoch)
 
   def get_lr(self) -> list[Any]:
+    """The current lrs, times ``gamma`` when ``last_epoch`` is a positive multiple of
+    ``step_size``; called by :meth:`step`."""
     self._warn_if_outside_step()
     if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
       return self._current_lrs()
@@ -143,8 +185,10 @@ class StepLR(LRScheduler):
 
 
 class MultiStepLR(LRScheduler):
-  """``torch.optim.lr_scheduler.MultiStepLR``: the lr times ``gamma`` at each milestone
+  r"""``torch.optim.lr_scheduler.MultiStepLR``: the lr times ``gamma`` at each milestone
   (a milestone listed ``n`` times multiplies by ``gamma ** n``).
+
+  .. math:: \eta_e = \eta_0\,\gamma^{|\{m \in \text{milestones} : m \le e\}|}
 
   Example:
     >>> import jax.numpy as jnp
@@ -167,6 +211,8 @@ class MultiStepLR(LRScheduler):
     super().__init__(optimizer, last_epoch)
 
   def get_lr(self) -> list[Any]:
+    """The current lrs, times ``gamma ** n`` at a milestone listed ``n`` times; called
+    by :meth:`step`."""
     self._warn_if_outside_step()
     if self.last_epoch not in self.milestones:
       return self._current_lrs()
@@ -178,7 +224,9 @@ class MultiStepLR(LRScheduler):
 
 
 class ConstantLR(LRScheduler):
-  """``torch.optim.lr_scheduler.ConstantLR``: the lr times ``factor`` until ``total_iters``.
+  r"""``torch.optim.lr_scheduler.ConstantLR``: the lr times ``factor`` until ``total_iters``.
+
+  .. math:: \eta_e = \eta_0\,\big(f + [e \ge T](1 - f)\big)
 
   Example:
     >>> import jax.numpy as jnp
@@ -202,6 +250,8 @@ class ConstantLR(LRScheduler):
     super().__init__(optimizer, last_epoch)
 
   def get_lr(self) -> list[Any]:
+    """The current lrs times ``factor`` at epoch 0, divided by it at ``total_iters``,
+    else unchanged; called by :meth:`step`."""
     self._warn_if_outside_step()
     if self.last_epoch == 0:
       return self._scaled_lrs(self.factor)
@@ -214,8 +264,10 @@ class ConstantLR(LRScheduler):
 
 
 class LinearLR(LRScheduler):
-  """``torch.optim.lr_scheduler.LinearLR``: the factor on the lr goes linearly from
+  r"""``torch.optim.lr_scheduler.LinearLR``: the factor on the lr goes linearly from
   ``start_factor`` to ``end_factor`` over ``total_iters`` epochs.
+
+  .. math:: \eta_e = \eta_0\,\big(s + (f - s)\min(T, e)/T\big)
 
   Example:
     >>> import jax.numpy as jnp
@@ -240,6 +292,9 @@ class LinearLR(LRScheduler):
     super().__init__(optimizer, last_epoch)
 
   def get_lr(self) -> list[Any]:
+    """The current lrs times ``start_factor`` at epoch 0, then times
+    ``1 + (f − s) / (T·s + (e − 1)(f − s))`` up to ``total_iters``; called by
+    :meth:`step`."""
     self._warn_if_outside_step()
     if self.last_epoch == 0:
       return self._scaled_lrs(self.start_factor)
@@ -256,7 +311,9 @@ class LinearLR(LRScheduler):
 
 
 class ExponentialLR(LRScheduler):
-  """``torch.optim.lr_scheduler.ExponentialLR``: the lr times ``gamma`` every epoch.
+  r"""``torch.optim.lr_scheduler.ExponentialLR``: the lr times ``gamma`` every epoch.
+
+  .. math:: \eta_e = \eta_0\,\gamma^e
 
   Example:
     >>> import jax.numpy as jnp
@@ -275,6 +332,8 @@ class ExponentialLR(LRScheduler):
     super().__init__(optimizer, last_epoch)
 
   def get_lr(self) -> list[Any]:
+    """The current lrs times ``gamma`` (unchanged at construction); called by
+    :meth:`step`."""
     self._warn_if_outside_step()
     # Resuming (last_epoch >= 0), the construction step must not decay once more.
     if self._is_initial:
@@ -286,8 +345,10 @@ class ExponentialLR(LRScheduler):
 
 
 class PolynomialLR(LRScheduler):
-  """``torch.optim.lr_scheduler.PolynomialLR``: ``initial_lr · (1 − epoch/total_iters)^power``,
+  r"""``torch.optim.lr_scheduler.PolynomialLR``: ``initial_lr · (1 − epoch/total_iters)^power``,
   then constant.
+
+  .. math:: \eta_e = \eta_0\,\big(1 - \min(T, e)/T\big)^p
 
   Example:
     >>> import jax.numpy as jnp
@@ -310,6 +371,8 @@ class PolynomialLR(LRScheduler):
     super().__init__(optimizer, last_epoch)
 
   def get_lr(self) -> list[Any]:
+    """The current lrs times ``((1 − e/T) / (1 − (e − 1)/T)) ** power`` up to
+    ``total_iters``; called by :meth:`step`."""
     self._warn_if_outside_step()
     if self._is_initial or self.last_epoch > self.total_iters:
       return self._current_lrs()
@@ -321,8 +384,11 @@ class PolynomialLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
-  """``torch.optim.lr_scheduler.CosineAnnealingLR``: half a cosine from the initial lr to
+  r"""``torch.optim.lr_scheduler.CosineAnnealingLR``: half a cosine from the initial lr to
   ``eta_min`` over ``T_max`` epochs, then back up (a cosine of period ``2·T_max``).
+
+  .. math::
+     \eta_e = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})\big(1 + \cos(\pi e / T_{max})\big)
 
   Computed recursively from the current lr, as torch does (so it composes with
   other schedulers); ``step(epoch)`` uses the closed form.
@@ -348,6 +414,10 @@ class CosineAnnealingLR(LRScheduler):
     super().__init__(optimizer, last_epoch)
 
   def get_lr(self) -> list[Any]:
+    r"""torch's recursion, called by :meth:`step`:
+    :math:`\eta_e = \eta_{min} + (\eta_{e-1} - \eta_{min})
+    \frac{1 + \cos(\pi e / T)}{1 + \cos(\pi (e - 1) / T)}`, and just past a
+    minimum (where that is 0/0) the first step up is added instead."""
     self._warn_if_outside_step()
     e, T, eta_min = self.last_epoch, self.T_max, self.eta_min
     if self._is_initial:

@@ -15,14 +15,24 @@ __all__ = ['ReduceLROnPlateau']
 
 
 class ReduceLROnPlateau(LRScheduler):
-  """``torch.optim.lr_scheduler.ReduceLROnPlateau``: ``step(metric)`` multiplies the lrs by
+  r"""``torch.optim.lr_scheduler.ReduceLROnPlateau``: ``step(metric)`` multiplies the lrs by
   ``factor`` after more than ``patience`` steps without improvement.
 
   An improvement beats the best metric by more than ``threshold`` (relative or
   absolute, per ``threshold_mode``) in ``mode`` ``'min'`` or ``'max'``. After a cut,
   ``cooldown`` steps pass before bad steps count again. A group's lr never goes
   below its ``min_lr`` (one for all or a list), and a cut smaller than ``eps`` is
-  skipped. Unlike the other schedulers it takes no step at construction.
+  skipped. Unlike the other schedulers it takes no step at construction. For
+  ``mode='min'`` (``'max'`` mirrors it):
+
+  .. math::
+     \text{better}(x) &= x < \text{best}\,(1 - \tau) \ \text{(rel)}, \quad
+       x < \text{best} - \tau \ \text{(abs)} \\
+     \eta &\leftarrow \max(\eta f, \eta_{min}) \quad
+       \text{after more than } p \text{ steps in a row that are not better}
+
+  with :math:`\tau` = ``threshold``, :math:`f` = ``factor``, :math:`p` =
+  ``patience``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -108,6 +118,22 @@ class ReduceLROnPlateau(LRScheduler):
 
   @property
   def in_cooldown(self) -> bool:
+    """Whether a cut was fewer than ``cooldown`` steps ago (bad steps do not count).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(1)}, lr=1.0)
+      >>> sched = optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, cooldown=2)
+      >>> for loss in (1.0, 1.0):  # the second is no better: a cut
+      ...   sched.step(loss)
+      >>> sched.get_last_lr(), sched.in_cooldown
+      ([0.1], True)
+      >>> for loss in (1.0, 1.0):
+      ...   sched.step(loss)
+      >>> sched.get_last_lr(), sched.in_cooldown
+      ([0.1], False)
+    """
     return self.cooldown_counter > 0
 
   def _is_better(self, a: float, best: float) -> bool:
@@ -121,7 +147,19 @@ class ReduceLROnPlateau(LRScheduler):
     self.threshold_mode = threshold_mode
 
   def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-    """Restores the attributes saved by :meth:`state_dict` (ours or torch's)."""
+    """Restores the attributes saved by :meth:`state_dict` (ours or torch's).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(1)}, lr=1.0)
+      >>> sched = optim.lr_scheduler.ReduceLROnPlateau(opt, mode='max')
+      >>> sched.step(0.5)
+      >>> resumed = optim.lr_scheduler.ReduceLROnPlateau(opt)
+      >>> resumed.load_state_dict(sched.state_dict())
+      >>> resumed.mode, resumed.best, resumed.last_epoch
+      ('max', 0.5, 1)
+    """
     self.__dict__.update(state_dict)
     self._init_is_better(mode=self.mode, threshold=self.threshold,
                          threshold_mode=self.threshold_mode)
