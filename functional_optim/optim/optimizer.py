@@ -27,6 +27,7 @@ import numpy as np
 
 from functional_optim.core.hyperparams import hyperparam_dtype, set_hyperparams
 from functional_optim.core.transform import GradientTransformation, apply_updates
+from functional_optim.distributed.sharding import init_sharded
 from functional_optim.optim import _hooks
 from functional_optim.optim._hooks import (
     RemovableHandle, register_optimizer_step_post_hook, register_optimizer_step_pre_hook)
@@ -63,11 +64,20 @@ def _to_numpy(value) -> np.ndarray:
 
 
 class Optimizer:
-  """Base class of the torch-like optimizers (``torch.optim.Optimizer``).
+  r"""Base class of the torch-like optimizers (``torch.optim.Optimizer``).
 
   Subclasses name their functional builder (``_builder``) and which
   hyperparameters are numeric data (``_dynamic``); everything else in
   ``defaults`` is structural and part of the compiled program.
+
+  A step runs, for each param group with its transformation ``tx``, state
+  :math:`s` and params :math:`\theta`,
+
+  .. math:: (u, s) \leftarrow \mathrm{tx.update}(g, s, \theta), \quad
+     \theta \leftarrow \theta + u
+
+  with the group's current numeric hyperparameters written into :math:`s`
+  first; the update math is the functional optimizer's.
 
   Args:
     params: an nnx Module (its ``nnx.Param``s, written back after each step), a
@@ -75,6 +85,18 @@ class Optimizer:
       ``param_names``), or a list of param-group dicts whose ``'params'`` are any
       of those.
     defaults: the hyperparameters a group does not set, in torch's key order.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim import optim
+    >>> opt = optim.SGD({'w': jnp.array([1.0, 2.0])}, lr=0.5)
+    >>> opt.step({'w': jnp.array([1.0, 1.0])})
+    >>> opt.params['w']
+    Array([0.5, 1.5], dtype=float32)
+    >>> opt.param_groups[0]['lr'] = 0.1  # data: the next step does not recompile
+    >>> opt.step({'w': jnp.array([1.0, 1.0])})
+    >>> opt.params['w']
+    Array([0.4, 1.4], dtype=float32)
   """
 
   _builder: Callable[..., GradientTransformation]
@@ -130,7 +152,27 @@ class Optimizer:
   # Param groups
 
   def add_param_group(self, param_group: dict[str, Any]) -> None:
-    """Adds a group (torch's checks and defaults); its state starts fresh."""
+    """Adds a group (torch's checks and defaults); its state starts fresh.
+
+    Keys the group does not set take the optimizer's ``defaults``. With several
+    groups, ``step`` takes a list of gradients, one entry per group.
+
+    Raises:
+      TypeError: ``param_group`` is not a dict.
+      ValueError: a param already in another group, or a group with names
+        added to groups without (or the reverse).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD([jnp.ones(2)], lr=0.1)
+      >>> opt.add_param_group({'params': [jnp.ones(3)], 'lr': 0.01})
+      >>> [(group['lr'], group['momentum']) for group in opt.param_groups]
+      [(0.1, 0.0), (0.01, 0.0)]
+      >>> opt.step([[jnp.ones(2)], [jnp.ones(3)]])
+      >>> opt.params
+      [[Array([0.9, 0.9], dtype=float32)], [Array([0.99, 0.99, 0.99], dtype=float32)]]
+    """
     if not isinstance(param_group, dict):
       raise TypeError(f'param_group must be a dict, but got {type(param_group)}')
     group = dict(param_group)
@@ -156,7 +198,7 @@ class Optimizer:
       raise ValueError('some parameters appear in more than one parameter group')
 
     transform = self._build(group)
-    state = jax.jit(transform.init)(source.tree)
+    state = init_sharded(transform, source.tree)
     for i in identities:
       self._seen_params[i] = len(self.param_groups)
     group['params'] = source.leaves()
@@ -202,7 +244,7 @@ class Optimizer:
       if signature == self._signatures[i]:
         continue
       transform = self._build(group)
-      fresh = jax.jit(transform.init)(self._sources[i].tree)
+      fresh = init_sharded(transform, self._sources[i].tree)
       old = self._states[i]
       kept = {f: getattr(old, f) for f in fresh._fields
               if f in old._fields and getattr(fresh, f) is not None
@@ -221,7 +263,16 @@ class Optimizer:
     for a param skips it. ``closure(params)`` returns the loss (differentiated
     here) or ``(loss, grads)``; for an nnx Module it receives the module.
     ``step()`` uses the gradients gathered by :meth:`accumulate_grad`. Returns
-    the closure's loss, or None.
+    the closure's loss, or None. Step pre-hooks run first (and may replace the
+    arguments), post-hooks after.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.array([1.0, -2.0])}, lr=0.25)
+      >>> loss = opt.step(lambda params: jnp.sum(params['w'] ** 2))  # grads 2w
+      >>> float(loss), opt.params['w']
+      (5.0, Array([ 0.5, -1. ], dtype=float32))
     """
     for hook in chain_iters(_hooks._global_step_pre_hooks.values(),
                             self._step_pre_hooks.values()):
@@ -309,7 +360,18 @@ class Optimizer:
 
   def accumulate_grad(self, grads) -> None:
     """Adds ``grads`` to the gradients that a later ``step()`` uses (torch's
-    ``backward`` accumulating into ``.grad``); ``None`` entries add nothing."""
+    ``backward`` accumulating into ``.grad``); ``None`` entries add nothing.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> for micro_batch_grads in ({'w': jnp.ones(2)}, {'w': jnp.full(2, 2.0)}):
+      ...   opt.accumulate_grad(micro_batch_grads)
+      >>> opt.step()  # with the sum, 3
+      >>> opt.params['w']
+      Array([-3., -3.], dtype=float32)
+    """
     if self._grads is None:
       self._grads = grads
       return
@@ -320,7 +382,18 @@ class Optimizer:
     self._grads = jax.tree.map(add, self._grads, grads, is_leaf=lambda x: x is None)
 
   def zero_grad(self, set_to_none: bool = True) -> None:
-    """Clears the accumulated gradients (to None, or to zeros with ``set_to_none=False``)."""
+    """Clears the accumulated gradients (to None, or to zeros with ``set_to_none=False``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> opt.accumulate_grad({'w': jnp.ones(2)})
+      >>> opt.zero_grad()
+      >>> opt.step()  # no gradient: nothing to do
+      >>> opt.params['w']
+      Array([0., 0.], dtype=float32)
+    """
     if self._grads is None:
       return
     self._grads = None if set_to_none else jax.tree.map(jnp.zeros_like, self._grads)
@@ -330,14 +403,39 @@ class Optimizer:
 
   @property
   def params(self):
-    """The current params in the structure given (a list per group if several)."""
+    """The current params in the structure given (a list per group if several).
+
+    Assigning new values (same structure) replaces the params; the state stays.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=0.1)
+      >>> opt.params = {'w': jnp.ones(2)}
+      >>> opt.step({'w': jnp.ones(2)})
+      >>> opt.params
+      {'w': Array([0.9, 0.9], dtype=float32)}
+    """
     if len(self._sources) == 1:
       return self._sources[0].user_params()
     return [source.user_params() for source in self._sources]
 
   @property
   def transformation(self) -> GradientTransformation:
-    """The functional transformation: the group's own, or one over the list of groups."""
+    """The functional transformation: the group's own, or one over the list of groups.
+
+    With :attr:`opt_state` and :attr:`params`, it runs the same update outside
+    the stateful API (in your own jitted step).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=0.1)
+      >>> updates, state = opt.transformation.update({'w': jnp.ones(2)}, opt.opt_state,
+      ...                                            opt.params)
+      >>> updates['w']
+      Array([-0.1, -0.1], dtype=float32)
+    """
     if len(self._transforms) == 1:
       return self._transforms[0]
     transforms = list(self._transforms)
@@ -355,7 +453,16 @@ class Optimizer:
 
   @property
   def opt_state(self):
-    """The functional state (a tuple over groups if several)."""
+    """The functional state (a tuple over groups if several); assignable.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=0.1, momentum=0.9)
+      >>> opt.step({'w': jnp.array([1.0, -1.0])})
+      >>> type(opt.opt_state).__name__, opt.opt_state.momentum_buffer['w']
+      ('SGDState', Array([ 1., -1.], dtype=float32))
+    """
     return self._states[0] if len(self._states) == 1 else tuple(self._states)
 
   @opt_state.setter
@@ -375,7 +482,19 @@ class Optimizer:
   @property
   def state(self) -> '_StateView':
     """Per-param state with torch's keys: ``opt.state[key]['exp_avg']``, where key is
-    the param's integer id, its name, or its nnx Variable."""
+    the param's integer id, its name, or its nnx Variable.
+
+    Entries are numpy copies; a param with no state yet (no step) is not ``in`` it
+    and reads as ``{}``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD([('w', jnp.zeros(2)), ('b', jnp.zeros(1))], lr=0.1, momentum=0.9)
+      >>> opt.step({'w': jnp.array([1.0, -1.0]), 'b': None})
+      >>> opt.state['w'], 1 in opt.state  # 'b' got no gradient
+      ({'momentum_buffer': array([ 1., -1.], dtype=float32)}, False)
+    """
     return _StateView(self)
 
   # --------------------------------------------------------------------------
@@ -411,6 +530,17 @@ class Optimizer:
     Ids count params in group order from 0. Arrays are numpy copies (the live
     state is donated at the next step); ``interop.torch.state_dict_to_torch``
     turns them into tensors for ``torch_opt.load_state_dict``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=0.1, momentum=0.9)
+      >>> opt.step({'w': jnp.array([1.0, -1.0])})
+      >>> saved = opt.state_dict()
+      >>> saved['state']
+      {0: {'momentum_buffer': array([ 1., -1.], dtype=float32)}}
+      >>> saved['param_groups'][0]['params'], saved['param_groups'][0]['lr']
+      ([0], 0.1)
     """
     for hook in self._state_dict_pre_hooks.values():
       hook(self)
@@ -435,7 +565,23 @@ class Optimizer:
     """Loads a state dict saved by :meth:`state_dict` or by torch (tensors accepted).
 
     Checked as torch checks (group count and sizes), plus every state entry's
-    keys and shapes; a dict that fails leaves the optimizer as it was.
+    keys and shapes; a dict that fails leaves the optimizer as it was. The
+    groups' hyperparameters are the saved ones.
+
+    Raises:
+      ValueError: a different number of groups, a group of another size, or a
+        state entry of the wrong shape.
+      KeyError: a saved group or state entry that lacks a key.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=0.1, momentum=0.9)
+      >>> opt.step({'w': jnp.array([1.0, -1.0])})
+      >>> resumed = optim.SGD({'w': opt.params['w']}, lr=0.5, momentum=0.9)
+      >>> resumed.load_state_dict(opt.state_dict())
+      >>> resumed.param_groups[0]['lr'], resumed.state[0]['momentum_buffer']
+      (0.1, array([ 1., -1.], dtype=float32))
     """
     state_dict = dict(state_dict)
     for hook in self._load_state_dict_pre_hooks.values():
@@ -460,7 +606,7 @@ class Optimizer:
       if missing:
         raise KeyError(f'loaded param group {g} lacks {missing}')
       transform = self._build(group)
-      fresh = jax.jit(transform.init)(self._sources[g].tree)
+      fresh = init_sharded(transform, self._sources[g].tree)
       entries = [state_dict['state'].get(i, state_dict['state'].get(str(i)))
                  for i in saved['params']]
       states.append(self._fill_state(g, group, fresh, entries, saved['params']))
@@ -506,27 +652,121 @@ class Optimizer:
   # Hooks (torch's signatures; each returns a RemovableHandle)
 
   def register_step_pre_hook(self, hook) -> RemovableHandle:
-    """``hook(opt, args, kwargs) -> None | (new_args, new_kwargs)`` before each step."""
+    """Registers ``hook(opt, args, kwargs) -> None | (new_args, new_kwargs)``, run before
+    each step; a returned pair replaces the step's arguments.
+
+    Returns:
+      A handle: ``handle.remove()`` unregisters the hook.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> def halve(opt, args, kwargs):
+      ...   (grads,) = args
+      ...   return ({'w': grads['w'] / 2},), kwargs
+      >>> handle = opt.register_step_pre_hook(halve)
+      >>> opt.step({'w': jnp.ones(2)})
+      >>> handle.remove()
+      >>> opt.step({'w': jnp.ones(2)})
+      >>> opt.params['w']
+      Array([-1.5, -1.5], dtype=float32)
+    """
     return _hooks.register(self._step_pre_hooks, hook)
 
   def register_step_post_hook(self, hook) -> RemovableHandle:
-    """``hook(opt, args, kwargs)`` after each step."""
+    """Registers ``hook(opt, args, kwargs)``, run after each step.
+
+    Returns:
+      A handle: ``handle.remove()`` unregisters the hook.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> seen = []
+      >>> handle = opt.register_step_post_hook(
+      ...     lambda opt, args, kwargs: seen.append(float(opt.params['w'][0])))
+      >>> for _ in range(2):
+      ...   opt.step({'w': jnp.ones(2)})
+      >>> seen
+      [-1.0, -2.0]
+    """
     return _hooks.register(self._step_post_hooks, hook)
 
   def register_state_dict_pre_hook(self, hook, prepend: bool = False) -> RemovableHandle:
-    """``hook(opt)`` before :meth:`state_dict` builds the dict."""
+    """Registers ``hook(opt)``, run before :meth:`state_dict` builds the dict (first
+    among the others when ``prepend``).
+
+    Returns:
+      A handle: ``handle.remove()`` unregisters the hook.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> handle = opt.register_state_dict_pre_hook(lambda opt: print('saving'))
+      >>> saved = opt.state_dict()
+      saving
+    """
     return _hooks.register(self._state_dict_pre_hooks, hook, prepend)
 
   def register_state_dict_post_hook(self, hook, prepend: bool = False) -> RemovableHandle:
-    """``hook(opt, state_dict) -> state_dict | None``; a returned dict replaces it."""
+    """Registers ``hook(opt, state_dict) -> state_dict | None``, run on the dict
+    :meth:`state_dict` built; a returned dict replaces it.
+
+    Returns:
+      A handle: ``handle.remove()`` unregisters the hook.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> def add_epoch(opt, state_dict):
+      ...   return {**state_dict, 'epoch': 3}
+      >>> handle = opt.register_state_dict_post_hook(add_epoch)
+      >>> opt.state_dict()['epoch']
+      3
+    """
     return _hooks.register(self._state_dict_post_hooks, hook, prepend)
 
   def register_load_state_dict_pre_hook(self, hook, prepend: bool = False) -> RemovableHandle:
-    """``hook(opt, state_dict) -> state_dict | None`` before loading; a returned dict is loaded."""
+    """Registers ``hook(opt, state_dict) -> state_dict | None``, run before
+    :meth:`load_state_dict` loads; a returned dict is loaded instead.
+
+    Returns:
+      A handle: ``handle.remove()`` unregisters the hook.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> def keep_current_lr(opt, state_dict):
+      ...   lr = opt.param_groups[0]['lr']
+      ...   groups = [{**group, 'lr': lr} for group in state_dict['param_groups']]
+      ...   return {**state_dict, 'param_groups': groups}
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> handle = opt.register_load_state_dict_pre_hook(keep_current_lr)
+      >>> opt.load_state_dict(optim.SGD({'w': jnp.zeros(2)}, lr=0.1).state_dict())
+      >>> opt.param_groups[0]['lr']
+      1.0
+    """
     return _hooks.register(self._load_state_dict_pre_hooks, hook, prepend)
 
   def register_load_state_dict_post_hook(self, hook, prepend: bool = False) -> RemovableHandle:
-    """``hook(opt)`` after :meth:`load_state_dict`."""
+    """Registers ``hook(opt)``, run after :meth:`load_state_dict` has loaded.
+
+    Returns:
+      A handle: ``handle.remove()`` unregisters the hook.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> handle = opt.register_load_state_dict_post_hook(
+      ...     lambda opt: print('lr', opt.param_groups[0]['lr']))
+      >>> opt.load_state_dict(opt.state_dict())
+      lr 1.0
+    """
     return _hooks.register(self._load_state_dict_post_hooks, hook, prepend)
 
   def __repr__(self) -> str:
