@@ -11,8 +11,9 @@
 """
 
 from functional_optim.core import (
-    GradientTransformation, MaskedNode, PartitionState, Schedule, ScalarOrSchedule,
-    apply_updates, chain, get_hyperparams, partition, set_hyperparams)
+    ApplyIfFiniteState, GradientTransformation, MaskedNode, PartitionState, Schedule,
+    ScalarOrSchedule, apply_if_finite, apply_updates, chain, get_hyperparams, partition,
+    set_hyperparams)
 from functional_optim import averaging, distributed, schedules
 from functional_optim.optimizers import *  # noqa: F403  (the algorithms and their states)
 from functional_optim.optimizers import __all__ as _optimizers
@@ -20,7 +21,8 @@ from functional_optim.optimizers import __all__ as _optimizers
 __version__ = '0.1.0'
 
 __all__ = [
-    'GradientTransformation', 'MaskedNode', 'PartitionState', 'Schedule',
-    'ScalarOrSchedule', 'apply_updates', 'averaging', 'distributed', 'chain', 'get_hyperparams', 'partition',
-    'schedules', 'set_hyperparams', *_optimizers,
+    'ApplyIfFiniteState', 'GradientTransformation', 'MaskedNode', 'PartitionState',
+    'Schedule', 'ScalarOrSchedule', 'apply_if_finite', 'apply_updates', 'averaging',
+    'chain', 'distributed', 'get_hyperparams', 'partition', 'schedules',
+    'set_hyperparams', *_optimizers,
 ]

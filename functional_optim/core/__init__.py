@@ -5,12 +5,13 @@
 
 from functional_optim.core.hyperparams import (
     Schedule, ScalarOrSchedule, get_hyperparams, set_hyperparams)
+from functional_optim.core.nonfinite import ApplyIfFiniteState, apply_if_finite
 from functional_optim.core.partition import MaskedNode, PartitionState, partition
 from functional_optim.core.transform import (
     GradientTransformation, apply_updates, chain)
 
 __all__ = [
-    'GradientTransformation', 'MaskedNode', 'PartitionState', 'Schedule',
-    'ScalarOrSchedule', 'apply_updates', 'chain', 'get_hyperparams', 'partition',
-    'set_hyperparams',
+    'ApplyIfFiniteState', 'GradientTransformation', 'MaskedNode', 'PartitionState',
+    'Schedule', 'ScalarOrSchedule', 'apply_if_finite', 'apply_updates', 'chain',
+    'get_hyperparams', 'partition', 'set_hyperparams',
 ]
