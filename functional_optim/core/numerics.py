@@ -21,3 +21,29 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
   diff = end - start
   return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff,
                    end + (weight - 1) * diff)
+
+
+def sign(x: jax.Array) -> jax.Array:
+  """``torch.sign``: -1, 0 or 1, and 0 for NaN (``jnp.sign`` gives NaN there).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.numerics import sign
+    >>> sign(jnp.array([-2.0, 0.0, 3.0, jnp.nan]))
+    Array([-1.,  0.,  1.,  0.], dtype=float32)
+  """
+  return jnp.where(jnp.isnan(x), jnp.zeros_like(x), jnp.sign(x))
+
+
+def python_max(first: jax.Array, second: jax.Array) -> jax.Array:
+  """Python's ``max(first, second)``, which torch uses on scalars: ``second`` only
+  when it compares greater, so a NaN ``second`` gives ``first`` (``jnp.maximum``
+  gives NaN).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.numerics import python_max
+    >>> python_max(1.0, jnp.array([0.5, 2.0, jnp.nan]))
+    Array([1., 2., 1.], dtype=float32)
+  """
+  return jnp.where(second > first, second, first)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from functional_optim.core.numerics import lerp
 from functional_optim.core.validation import check_at_least, check_beta, check_pair
@@ -25,9 +26,12 @@ def decoupled_weight_decay(param: jax.Array, decay_factor: jax.Array) -> jax.Arr
   """The update that shrinks the param to ``θ·(1 − γλ)`` (torch's ``param.mul_(1 - lr*wd)``).
 
   ``decay_factor`` is ``1 − γλ`` rounded once to the param's dtype; the
-  difference below is exact, so adding it back gives torch's product.
+  difference below is exact, so adding it back gives torch's product. An
+  infinite param stays infinite, as under torch's in-place product (``∞ − ∞``
+  would make it NaN).
   """
-  return param * decay_factor - param
+  return jnp.where(jnp.isinf(param) & (decay_factor > 0), jnp.zeros_like(param),
+                   param * decay_factor - param)
 
 
 def square_average(avg: jax.Array, x: jax.Array, decay: jax.Array,

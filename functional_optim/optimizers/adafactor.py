@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
-from functional_optim.core.numerics import lerp
+from functional_optim.core.numerics import lerp, python_max
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
     check_at_least, check_at_most, check_pair, is_zero)
@@ -113,10 +113,11 @@ def _adafactor_math(grad, param, buffers, s, *, maximize, weight_decay):
     eps1 = jnp.finfo(g.dtype).eps
     eps1_squared = eps1 * eps1
   # The relative step size uses the param before weight decay, as torch's does.
-  alpha = jnp.maximum(s['eps2'], _l2_norm(param) / param.size ** 0.5) * s['rho']
+  # torch takes these two maxima with Python's max, which a NaN second argument loses.
+  alpha = python_max(s['eps2'], _l2_norm(param) / param.size ** 0.5) * s['rho']
   v, new_buffers = _second_moment(g, buffers, s, eps1)
   u = lax.rsqrt(jnp.maximum(v, eps1_squared)) * g
-  clip = jnp.maximum(1, _l2_norm(u) / (u.size ** 0.5 * s['d']))
+  clip = python_max(1.0, _l2_norm(u) / (u.size ** 0.5 * s['d']))
   update = (-alpha / clip) * u
   if weight_decay:
     update = decoupled_weight_decay(param, s['decay_factor']) + update

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.numerics import sign
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
     check_at_least, check_implementation_flags, check_pair, concrete_value)
@@ -46,7 +47,7 @@ def _check_etas(etas) -> tuple[Any, Any]:
   low = concrete_value(etaminus, 'etas[0]')
   high = concrete_value(etaplus, 'etas[1]')
   if (low is not None and not 0.0 < low < 1.0) or (high is not None and not 1.0 < high):
-    raise ValueError(f'Invalid eta values: {etaminus}, {etaplus}')
+    raise ValueError(f'Invalid eta values: {etaminus!s}, {etaplus!s}')  # !s: see validation
   return etaminus, etaplus
 
 
@@ -64,8 +65,8 @@ def _rprop_math(grad, param, buffers, s, *, maximize):
   # lr only seeds the step sizes; the step count (not a zero buffer) says when,
   # since a schedule's lr may be anything at a param's first step.
   step_size = jnp.where(s['first_step'] != 0, s['lr'], buffers['step_size'])
-  agreement = jnp.sign(g * buffers['prev'])
-  # torch overwrites the signs in this order; a NaN sign stays NaN.
+  agreement = sign(g * buffers['prev'])
+  # torch overwrites the signs in this order (its sign of NaN is 0).
   factor = jnp.where(agreement > 0, s['etaplus'], agreement)
   factor = jnp.where(factor < 0, s['etaminus'], factor)
   factor = jnp.where(factor == 0, 1, factor)
@@ -73,7 +74,7 @@ def _rprop_math(grad, param, buffers, s, *, maximize):
   # Where the sign flipped, torch skips the move and forgets the gradient, so
   # the next step sees no sign change there.
   g = jnp.where(factor == s['etaminus'], 0, g)
-  return -jnp.sign(g) * step_size, {'prev': g, 'step_size': step_size}
+  return -sign(g) * step_size, {'prev': g, 'step_size': step_size}
 
 
 def rprop(
