@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
@@ -55,6 +56,24 @@ def _first_difference(paths_a: list, paths_b: list) -> str:
   return jax.tree_util.keystr(longer[min(len(paths_a), len(paths_b))])
 
 
+def _where_trees_part(paths: list, ref_paths: list, what: str, ref_what: str) -> str:
+  """The first differing path, then the first path that only one of the trees has.
+
+  The first difference alone can point at a path both trees have (a missing key
+  shifts every later leaf), so the path one tree lacks is named too.
+  """
+  keys = [jax.tree_util.keystr(p) for p in paths]
+  ref_keys = [jax.tree_util.keystr(p) for p in ref_paths]
+  where = _first_difference(paths, ref_paths)
+  lacking = [k for k in ref_keys if k not in set(keys)]
+  extra = [k for k in keys if k not in set(ref_keys)]
+  if lacking:
+    where += f'; {ref_what} at {lacking[0]} has no {what}'
+  if extra:
+    where += f'; {what} at {extra[0]} has no {ref_what}'
+  return where
+
+
 def check_gradient_tree(grads: PyTree, reference: PyTree, *, shapes: bool = True,
                         dense_only: str | None = None) -> None:
   """Raises a clear error when ``grads`` does not line up with ``reference``.
@@ -70,8 +89,10 @@ def check_gradient_tree(grads: PyTree, reference: PyTree, *, shapes: bool = True
     RuntimeError: a sparse gradient for a ``dense_only`` optimizer (torch's
       "<Name> does not support sparse gradients").
     ValueError: the tree structure differs (the message names the first
-      differing path) or a gradient's shape differs from its param's.
-    TypeError: a gradient's dtype differs from its param's.
+      differing path, and a path only one of the trees has) or a gradient's
+      shape differs from its param's.
+    TypeError: a gradient's dtype differs from its param's, or a gradient leaf is
+      not an array.
 
   Example:
     >>> import jax.numpy as jnp
@@ -86,13 +107,17 @@ def check_gradient_tree(grads: PyTree, reference: PyTree, *, shapes: bool = True
   grad_leaves, grad_def = jax.tree_util.tree_flatten_with_path(grads, is_leaf=is_gradient_leaf)
   ref_leaves, ref_def = jax.tree_util.tree_flatten_with_path(reference)
   if grad_def != ref_def:
-    where = _first_difference([p for p, _ in grad_leaves], [p for p, _ in ref_leaves])
+    where = _where_trees_part([p for p, _ in grad_leaves], [p for p, _ in ref_leaves],
+                              'gradient', 'param')
     raise ValueError(
         f'gradient tree does not match the params tree; first difference at '
         f'{where}.\n  gradients: {grad_def}\n  params:    {ref_def}')
   for (path, g), (_, r) in zip(grad_leaves, ref_leaves):
     if g is None:
       continue
+    if not (hasattr(g, 'shape') and hasattr(g, 'dtype')):  # a Python number, a string...
+      raise TypeError(f'gradient at {jax.tree_util.keystr(path)} is a {type(g).__name__}, '
+                      f'not an array')
     if dense_only and isinstance(g, sparse.BCOO):
       raise RuntimeError(f'{dense_only} does not support sparse gradients')
     if not shapes:
@@ -105,6 +130,63 @@ def check_gradient_tree(grads: PyTree, reference: PyTree, *, shapes: bool = True
       raise TypeError(
           f'gradient at {jax.tree_util.keystr(path)} has dtype {g.dtype}, but its '
           f'param has dtype {r.dtype}')
+
+
+def check_float_params(params: PyTree, name: str) -> None:
+  """Raises a clear error at ``init`` for a param that is not floating point or complex.
+
+  torch puts gradients on floating point and complex tensors only ("Only Tensors
+  of floating point and complex dtype can require gradients"); an update of an
+  integer or boolean param would be rounded away, so it is refused up front.
+
+  Raises:
+    TypeError: names the first such param's path and dtype.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.tree import check_float_params
+    >>> check_float_params({'w': jnp.zeros(2), 'z': jnp.zeros(1, jnp.complex64)}, 'sgd')
+    >>> check_float_params({'w': jnp.zeros(2), 'n': jnp.zeros(1, jnp.int32)}, 'sgd')
+    Traceback (most recent call last):
+      ...
+    TypeError: sgd can only optimize floating point and complex params, but the param at ['n'] has dtype int32
+  """
+  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = jnp.result_type(p)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      raise TypeError(
+          f'{name} can only optimize floating point and complex params, but the param '
+          f'at {jax.tree_util.keystr(path) or "<tree root>"} has dtype {dtype}')
+
+
+def check_state_tree(state_tree: PyTree, params: PyTree, name: str) -> None:
+  """Raises a clear error when a per-param state tree was built for other params.
+
+  Compares tree structures only, so under ``jax.jit`` it costs tracing time and
+  nothing at run time.
+
+  Raises:
+    ValueError: the structures differ; the message names the first differing path.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.tree import check_state_tree
+    >>> check_state_tree({'w': jnp.zeros([])}, {'w': jnp.ones(3)}, 'adam')  # fine
+    >>> check_state_tree({'v': jnp.zeros([])}, {'w': jnp.ones(3)}, 'adam')
+    Traceback (most recent call last):
+      ...
+    ValueError: adam: the state was built for params of another structure; first difference at ['v']; param at ['w'] has no state entry; state entry at ['v'] has no param.
+      state:  PyTreeDef({'v': *})
+      params: PyTreeDef({'w': *})
+  """
+  state_def, params_def = jax.tree.structure(state_tree), jax.tree.structure(params)
+  if state_def == params_def:
+    return
+  paths = lambda tree: [p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  where = _where_trees_part(paths(state_tree), paths(params), 'state entry', 'param')
+  raise ValueError(
+      f'{name}: the state was built for params of another structure; first '
+      f'difference at {where}.\n  state:  {state_def}\n  params: {params_def}')
 
 
 def flatten_like(grads: PyTree, *trees: PyTree):

@@ -2,6 +2,10 @@
 
 A hyperparameter is checked when its value is known at construction (a number or
 a concrete array); a schedule or a traced array is taken as given.
+
+Messages show a value with ``!s``: a float32 array (the facade passes its
+hyperparameters as arrays) then reads as the number the user wrote, ``-0.001``,
+as in torch's message, where a plain f-string gives ``-0.0010000000474974513``.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def check_at_least(value: Any, name: str, message: str, low: float = 0.0) -> Non
   """
   x = concrete_value(value, name)
   if x is not None and not x >= low:
-    raise ValueError(f'{message}: {value}')
+    raise ValueError(f'{message}: {value!s}')
 
 
 def check_at_most(value: Any, name: str, message: str, high: float) -> None:
@@ -77,7 +81,7 @@ def check_at_most(value: Any, name: str, message: str, high: float) -> None:
   """
   x = concrete_value(value, name)
   if x is not None and not x <= high:
-    raise ValueError(f'{message}: {value}')
+    raise ValueError(f'{message}: {value!s}')
 
 
 def check_greater_than(value: Any, name: str, message: str, low: float = 0.0) -> None:
@@ -93,7 +97,7 @@ def check_greater_than(value: Any, name: str, message: str, low: float = 0.0) ->
   """
   x = concrete_value(value, name)
   if x is not None and not x > low:
-    raise ValueError(f'{message}: {value}')
+    raise ValueError(f'{message}: {value!s}')
 
 
 def check_between(value: Any, name: str, message: str, low: float, high: float) -> None:
@@ -109,7 +113,7 @@ def check_between(value: Any, name: str, message: str, low: float, high: float) 
   """
   x = concrete_value(value, name)
   if x is not None and not low <= x <= high:
-    raise ValueError(f'{message}: {value}')
+    raise ValueError(f'{message}: {value!s}')
 
 
 def check_beta(value: Any, index: int) -> None:
@@ -125,7 +129,7 @@ def check_beta(value: Any, index: int) -> None:
   """
   x = concrete_value(value, f'betas[{index}]')
   if x is not None and not 0.0 <= x < 1.0:
-    raise ValueError(f'Invalid beta parameter at index {index}: {value}')
+    raise ValueError(f'Invalid beta parameter at index {index}: {value!s}')
 
 
 def check_pair(value: Any, name: str) -> tuple[Any, Any]:

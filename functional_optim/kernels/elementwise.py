@@ -33,7 +33,8 @@ from jax import lax
 
 from functional_optim.core.hyperparams import current_hyperparams, initial_hyperparams
 from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.tree import check_gradient_tree, flatten_like
+from functional_optim.core.tree import (
+    check_float_params, check_gradient_tree, check_state_tree, flatten_like, is_none)
 
 PyTree = Any
 Scalars = Callable[..., dict[str, jax.Array]]
@@ -117,6 +118,26 @@ def run_math(math: Math, grad: jax.Array, param: jax.Array | None,
           {k: leave(v, buffers[k]) for k, v in new_buffers.items()})
 
 
+def check_state_type(state: Any, state_cls: type, name: str) -> None:
+  """Raises a clear error for a state that another optimizer's ``init`` made.
+
+  Raises:
+    TypeError: ``state`` is not a ``state_cls``.
+
+  Example:
+    >>> import functional_optim as fo, jax.numpy as jnp
+    >>> from functional_optim.kernels.elementwise import check_state_type
+    >>> check_state_type(fo.sgd().init({'w': jnp.zeros(2)}), fo.AdamState, 'adam')
+    Traceback (most recent call last):
+      ...
+    TypeError: adam needs its own state (AdamState), got SGDState: pass the state that this transformation's init returned
+  """
+  if not isinstance(state, state_cls):
+    raise TypeError(f'{name} needs its own state ({state_cls.__name__}), got '
+                    f'{type(state).__name__}: pass the state that this transformation\'s '
+                    f'init returned')
+
+
 def elementwise_transformation(
     *,
     name: str,
@@ -185,6 +206,7 @@ def elementwise_transformation(
   kept = [k for k, make in buffers.items() if make is not None]
 
   def init(params):
+    check_float_params(params, name)
     return state_cls(
         count=jnp.zeros([], jnp.int32),
         hyperparams=initial_hyperparams(hyperparams),
@@ -194,8 +216,31 @@ def elementwise_transformation(
         **{k: jax.tree.map(lambda p, v=v: jnp.full([], v, STEP_DTYPE), params)
            for k, v in scalar_state.items()})
 
+  def check_state(state, params):
+    # Structure only (no values): under jit this costs tracing time, nothing more.
+    check_state_type(state, state_cls, name)
+    other_options = (f'it was made by {name} with other options or for other params: '
+                     f'pass the state that this transformation\'s init returned')
+    per_param = jax.tree.structure(state.step)
+    for k, make in buffers.items():
+      field = getattr(state, k)
+      if make is None and field is not None:
+        raise ValueError(f'{name}: the state keeps a {k!r} buffer, which this {name} '
+                         f'does not; {other_options}')
+      # A make may give None for some params (Adafactor's factored buffers): a leaf.
+      if make is not None and jax.tree.structure(field, is_leaf=is_none) != per_param:
+        raise ValueError(f'{name}: the state\'s {k!r} buffer is missing or does not '
+                         f'have one entry per param; {other_options}')
+    if set(state.hyperparams) != set(hyperparams):
+      raise ValueError(
+          f'{name}: the state has the hyperparameters {sorted(state.hyperparams)}, this '
+          f'{name} {sorted(hyperparams)}; {other_options}')
+    if params is not None:
+      check_state_tree(state.step, params, name)
+
   def update(updates, state, params=None, **extra):
     del extra  # Accepted and ignored, as the protocol requires.
+    check_state(state, params)
     if needs_params and params is None:
       raise ValueError(f'{name} needs params in update(grads, state, params) '
                        f'for its weight decay')

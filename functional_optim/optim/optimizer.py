@@ -63,6 +63,19 @@ def _to_numpy(value) -> np.ndarray:
   return np.array(value)
 
 
+def _casts_to(source, target) -> bool:
+  """Whether a loaded state value of dtype ``source`` may be stored as ``target``.
+
+  torch casts loaded floating-point state to the param's dtype, so real numbers
+  go into any buffer; complex only into a complex one (the cast to real would
+  drop the imaginary part), and nothing that is not a number.
+  """
+  kinds = [jnp.bool_, jnp.integer, jnp.floating]
+  if jnp.issubdtype(target, jnp.complexfloating):
+    kinds.append(jnp.complexfloating)
+  return any(jnp.issubdtype(source, kind) for kind in kinds)
+
+
 class Optimizer:
   r"""Base class of the torch-like optimizers (``torch.optim.Optimizer``).
 
@@ -571,6 +584,7 @@ class Optimizer:
     Raises:
       ValueError: a different number of groups, a group of another size, or a
         state entry of the wrong shape.
+      TypeError: a state entry that is not a number, or complex for a real param.
       KeyError: a saved group or state entry that lacks a key.
 
     Example:
@@ -637,6 +651,9 @@ class Optimizer:
                          f'(it has {sorted(entry)})')
         like = columns[key][i]
         value = _to_numpy(entry[key])
+        if not _casts_to(value.dtype, like.dtype):
+          raise TypeError(f'state {key!r} of param {param_id} has dtype {value.dtype}, '
+                          f'but the optimizer keeps {like.dtype}')
         if value.shape != np.shape(like):
           raise ValueError(f'state {key!r} of param {param_id} has shape {value.shape}, '
                            f'but the optimizer expects {np.shape(like)}')

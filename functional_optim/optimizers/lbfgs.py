@@ -23,9 +23,9 @@ from jax import lax
 from functional_optim.core.hyperparams import (
     ScalarOrSchedule, current_hyperparams, initial_hyperparams)
 from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.tree import check_gradient_tree, is_none
+from functional_optim.core.tree import check_float_params, check_gradient_tree, is_none
 from functional_optim.core.validation import check_at_least, concrete_value
-from functional_optim.kernels.elementwise import compute_dtype
+from functional_optim.kernels.elementwise import check_state_type, compute_dtype
 from functional_optim.optimizers._line_search import py_min, strong_wolfe
 
 PyTree = Any
@@ -445,6 +445,7 @@ def lbfgs(
                  'tolerance_change': tolerance_change}
 
   def init(params):
+    check_float_params(params, 'lbfgs')
     view = _FlatView.of(params)
     n, dtype = view.size, view.dtype
     # Every field its own buffer, so that a jitted step may donate the state.
@@ -466,6 +467,10 @@ def lbfgs(
       raise ValueError('lbfgs needs params in update(grads, state, params, '
                        'value_fn=...): it moves them and evaluates the objective')
     view = _FlatView.of(params)
+    check_state_type(state, LBFGSState, 'lbfgs')
+    if state.d.shape[0] != view.size:  # the state is flat: its size is all it tells
+      raise ValueError(f'lbfgs: the state was built for params of {state.d.shape[0]} '
+                       f'real coordinates, these params have {view.size}')
     evaluate = _objective(view, value_fn, value_and_grad_fn)
     x = view.ravel(view.leaves)
     if updates is None:

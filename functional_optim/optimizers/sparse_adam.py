@@ -11,9 +11,9 @@ from jax.experimental import sparse
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.tree import check_gradient_tree
+from functional_optim.core.tree import check_gradient_tree, check_state_tree
 from functional_optim.core.validation import check_beta, check_greater_than, check_pair
-from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.kernels.elementwise import check_state_type, elementwise_transformation
 from functional_optim.optimizers._shared import ascent_or_descent
 
 
@@ -179,7 +179,10 @@ def sparse_adam(
     return tx.init(params)
 
   def update(grads, state, params=None, **extra):
-    del params, extra  # SparseAdam reads no param; extra arguments are ignored.
+    del extra  # Accepted and ignored, as the protocol requires.
+    check_state_type(state, SparseAdamState, 'sparse_adam')  # before reading its fields
+    if params is not None:  # never read, but a state of other params shows against them
+      check_state_tree(state.step, params, 'sparse_adam')
     values = jax.tree.map(_summed_values, grads, is_leaf=_is_gradient)
     check_gradient_tree(values, state.exp_avg)
     touched = jax.tree.map(_stored_entries, grads, state.exp_avg, is_leaf=_is_gradient)
