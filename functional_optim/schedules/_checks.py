@@ -74,3 +74,11 @@ def check_plateau_modes(mode: str, threshold_mode: str) -> None:
     raise ValueError('mode ' + mode + ' is unknown!')
   if threshold_mode not in {'rel', 'abs'}:
     raise ValueError('threshold mode ' + threshold_mode + ' is unknown!')
+
+
+def check_divisor(value: Any, name: str, owner: str) -> None:
+  """torch's scheduler raises ZeroDivisionError at its first step for a zero period;
+  a pure schedule, which cannot raise under jit, raises when it is built."""
+  if value == 0:
+    raise ZeroDivisionError(f'{owner}: {name}=0 divides by zero (torch raises at its '
+                            f'first step); give a positive {name}')

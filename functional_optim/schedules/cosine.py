@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from functional_optim.schedules import _formulas as F
-from functional_optim.schedules._checks import check_warm_restarts
+from functional_optim.schedules._checks import check_divisor, check_warm_restarts
 from functional_optim.schedules._schedule import TorchSchedule
 
 
@@ -29,6 +29,7 @@ def cosine_annealing_lr(lr: float, T_max: int, eta_min: float = 0.0) -> TorchSch
     >>> [round(float(s(e)), 6) for e in range(5)]
     [1.0, 0.5, 0.0, 0.5, 1.0]
   """
+  check_divisor(T_max, 'T_max', 'cosine_annealing_lr')
   value = lambda e: F.cosine_annealing_lr(F.JAX, lr, e, T_max, eta_min)
   factor = None
   if eta_min == 0:

@@ -23,6 +23,7 @@ def step_lr(lr: float, step_size: int, gamma: float = 0.1) -> TorchSchedule:
     >>> [float(s(e)) for e in range(5)]
     [1.0, 1.0, 0.5, 0.5, 0.25]
   """
+  _checks.check_divisor(step_size, 'step_size', 'step_lr')
   return multiplicative('step_lr', lr,
                         lambda e: F.step_lr(F.JAX, 1.0, e, step_size, gamma))
 
