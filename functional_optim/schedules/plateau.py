@@ -107,7 +107,8 @@ def reduce_lr_on_plateau(
         num_bad_epochs=zero, cooldown_counter=zero, last_epoch=zero,
         accumulated_value=jnp.zeros([], dtype), accumulated_count=zero)
 
-  def plateau_step(state: ReduceLROnPlateauState, current) -> ReduceLROnPlateauState:
+  def plateau_step(state: ReduceLROnPlateauState, current, lr):
+    """torch's rule for one value: the new counters and the new lr."""
     better = F.plateau_is_better(mode, threshold_mode, threshold, current, state.best)
     best = jnp.where(better, current, state.best)
     bad = jnp.where(better, 0, state.num_bad_epochs + 1)
@@ -116,31 +117,31 @@ def reduce_lr_on_plateau(
                                  state.cooldown_counter)
     bad = jnp.where(in_cooldown, 0, bad)
     reduce = bad > patience
-    old_lr = get_hyperparams(state.inner_state)['lr']
-    new_lr = jnp.maximum(old_lr * factor, min_lr)
-    lr = jnp.where(reduce & (old_lr - new_lr > eps), new_lr, old_lr)
-    return state._replace(
-        inner_state=set_hyperparams(state.inner_state, lr=lr), best=best,
-        num_bad_epochs=jnp.where(reduce, 0, bad),
-        cooldown_counter=jnp.where(reduce, cooldown, cooldown_counter),
-        last_epoch=state.last_epoch + 1)
+    new_lr = jnp.maximum(lr * factor, min_lr)
+    lr = jnp.where(reduce & (lr - new_lr > eps), new_lr, lr)
+    counters = (best, jnp.where(reduce, 0, bad),
+                jnp.where(reduce, cooldown, cooldown_counter), state.last_epoch + 1)
+    return counters, lr
 
   def update(updates, state, params=None, *, value, **extra):
     if inner_takes_extra:
       updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
     else:
       updates, inner_state = inner.update(updates, state.inner_state, params)
-    state = state._replace(
-        inner_state=inner_state,
-        accumulated_value=state.accumulated_value + jnp.asarray(value, hyperparam_dtype()),
-        accumulated_count=state.accumulated_count + 1)
-    full = state.accumulated_count >= accumulation_size
-    decided = plateau_step(state, state.accumulated_value / state.accumulated_count)
-    state = jax.tree.map(lambda new, old: jnp.where(full, new, old), decided, state)
-    zero_value, zero_count = jnp.zeros_like(state.accumulated_value), jnp.zeros([], jnp.int32)
-    state = state._replace(
-        accumulated_value=jnp.where(full, zero_value, state.accumulated_value),
-        accumulated_count=jnp.where(full, zero_count, state.accumulated_count))
-    return updates, state
+    total = state.accumulated_value + jnp.asarray(value, hyperparam_dtype())
+    count = state.accumulated_count + 1
+    full = count >= accumulation_size
+    lr = get_hyperparams(inner_state)['lr']
+    counters, new_lr = plateau_step(state, total / count, lr)
+    # Only scalars are selected: the inner state's buffers pass through untouched.
+    kept = (state.best, state.num_bad_epochs, state.cooldown_counter, state.last_epoch)
+    best, bad, cooldown_counter, last_epoch = (
+        jnp.where(full, new, old) for new, old in zip(counters, kept))
+    return updates, ReduceLROnPlateauState(
+        inner_state=set_hyperparams(inner_state, lr=jnp.where(full, new_lr, lr)),
+        best=best, num_bad_epochs=bad, cooldown_counter=cooldown_counter,
+        last_epoch=last_epoch,
+        accumulated_value=jnp.where(full, jnp.zeros_like(total), total),
+        accumulated_count=jnp.where(full, 0, count))
 
   return GradientTransformation(init, update)
