@@ -14,7 +14,7 @@ from functional_optim.core import (
     ApplyIfFiniteState, GradientTransformation, MaskedNode, PartitionState, Schedule,
     ScalarOrSchedule, apply_if_finite, apply_updates, chain, get_hyperparams, partition,
     set_hyperparams)
-from functional_optim import averaging, distributed, schedules
+from functional_optim import averaging, distributed, kernels, schedules
 from functional_optim.optimizers import *  # noqa: F403  (the algorithms and their states)
 from functional_optim.optimizers import __all__ as _optimizers
 
@@ -23,6 +23,6 @@ __version__ = '0.1.0'
 __all__ = [
     'ApplyIfFiniteState', 'GradientTransformation', 'MaskedNode', 'PartitionState',
     'Schedule', 'ScalarOrSchedule', 'apply_if_finite', 'apply_updates', 'averaging',
-    'chain', 'distributed', 'get_hyperparams', 'partition', 'schedules',
+    'chain', 'distributed', 'get_hyperparams', 'kernels', 'partition', 'schedules',
     'set_hyperparams', *_optimizers,
 ]

@@ -1,5 +1,32 @@
-"""How the optimizers' per-element math is run over a params tree."""
+"""How the optimizers' per-element math runs: per leaf, packed, or as a Pallas kernel.
 
+* :mod:`~functional_optim.kernels.elementwise`: the two pure functions an
+  elementwise optimizer is made of, and the per-leaf loop;
+* :mod:`~functional_optim.kernels.packing`: flat per-dtype buffers
+  (:func:`pack`, :class:`Packed`) and the packed state layout;
+* :mod:`~functional_optim.kernels.foreach`: the math over packed buffers;
+* :mod:`~functional_optim.kernels.pallas`: the same as one fused Pallas kernel
+  (imported on first use);
+* :mod:`~functional_optim.kernels.dispatch`: ``implementation=`` and its default.
+"""
+
+from functional_optim.kernels.dispatch import (
+    IMPLEMENTATIONS, choose_implementation, default_implementation)
 from functional_optim.kernels.elementwise import elementwise_transformation, run_math
+from functional_optim.kernels.packing import (
+    Packed, PackSpec, PerLeaf, pack, pack_state, unpack_state)
 
-__all__ = ['elementwise_transformation', 'run_math']
+__all__ = [
+    'IMPLEMENTATIONS', 'PackSpec', 'Packed', 'PerLeaf', 'choose_implementation',
+    'default_implementation', 'elementwise_transformation', 'pack', 'pack_state',
+    'pallas_options', 'run_math', 'unpack_state',
+]
+
+
+def __getattr__(name):
+  # Pallas is imported when first asked for: most programs never trace a kernel.
+  if name in ('pallas', 'pallas_options'):
+    import importlib
+    pallas = importlib.import_module('functional_optim.kernels.pallas')
+    return pallas if name == 'pallas' else pallas.pallas_options
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

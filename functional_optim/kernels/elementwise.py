@@ -35,6 +35,8 @@ from functional_optim.core.hyperparams import current_hyperparams, initial_hyper
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.tree import (
     check_float_params, check_gradient_tree, check_state_tree, flatten_like, is_none)
+from functional_optim.kernels.foreach import init_packed, update_packed
+from functional_optim.kernels.packing import Packed, PackSpec, PerLeaf
 
 PyTree = Any
 Scalars = Callable[..., dict[str, jax.Array]]
@@ -118,6 +120,20 @@ def run_math(math: Math, grad: jax.Array, param: jax.Array | None,
           {k: leave(v, buffers[k]) for k, v in new_buffers.items()})
 
 
+def fused_kernel(math: Math, grad: jax.Array, param: jax.Array | None,
+                 buffers: dict[str, jax.Array], scalars: Mapping[str, jax.Array]):
+  """:func:`run_math` over one packed buffer as a Pallas kernel, where one can run.
+
+  Where none compiles (float64, or on CPU, where Pallas only interprets) this is
+  XLA's packed run, unless :func:`~functional_optim.kernels.pallas.pallas_options`
+  asks for interpret mode (the tests do).
+  """
+  from functional_optim.kernels import pallas  # Imported when a fused step is traced.
+  if pallas.will_run(grad.dtype):
+    return pallas.fused_update(math, grad, param, buffers, scalars)
+  return run_math(math, grad, param, buffers, scalars)
+
+
 def check_state_type(state: Any, state_cls: type, name: str) -> None:
   """Raises a clear error for a state that another optimizer's ``init`` made.
 
@@ -148,6 +164,7 @@ def elementwise_transformation(
     math: Math,
     needs_params: bool,
     scalar_state: Mapping[str, float] | None = None,
+    implementation: str = 'loop',
 ) -> GradientTransformation:
   r"""Builds the transformation of an elementwise optimizer.
 
@@ -168,6 +185,11 @@ def elementwise_transformation(
     scalar_state: 0-d per-parameter state fields (after the buffers in
       ``state_cls``) with their initial values; float32, as torch keeps them
       whatever the param's dtype.
+    implementation: ``'loop'`` runs the math once per leaf, with state that
+      mirrors the params tree; ``'foreach'`` once per dtype over packed buffers
+      and ``'fused'`` as one Pallas kernel per dtype (XLA's packed run where no
+      kernel compiles), both with packed state (see
+      :mod:`functional_optim.kernels.foreach`). All three compute the same numbers.
 
   Returns:
     A transformation whose ``update`` runs, for each leaf :math:`i` with a
@@ -204,31 +226,59 @@ def elementwise_transformation(
   hyperparams = dict(hyperparams)
   scalar_state = dict(scalar_state or {})
   kept = [k for k, make in buffers.items() if make is not None]
+  packed = implementation != 'loop'
+  kernel = fused_kernel if implementation == 'fused' else run_math
+  other_options = (f'it was made by {name} with other options or for other params: '
+                   f'pass the state that this transformation\'s init returned')
 
   def init(params):
     check_float_params(params, name)
+    common = dict(count=jnp.zeros([], jnp.int32),
+                  hyperparams=initial_hyperparams(hyperparams))
+    if packed:
+      _, fields = init_packed(params, buffers=buffers, scalar_state=scalar_state,
+                              step_dtype=STEP_DTYPE)
+      return state_cls(**common, **fields)
     return state_cls(
-        count=jnp.zeros([], jnp.int32),
-        hyperparams=initial_hyperparams(hyperparams),
+        **common,
         step=jax.tree.map(lambda p: jnp.zeros([], STEP_DTYPE), params),
         **{k: None if make is None else jax.tree.map(make, params)
            for k, make in buffers.items()},
         **{k: jax.tree.map(lambda p, v=v: jnp.full([], v, STEP_DTYPE), params)
            for k, v in scalar_state.items()})
 
+  def check_layout(state):
+    """The packed spec of a packed state (None for the per-leaf layout), checked."""
+    is_packed_state = isinstance(state.step, PerLeaf)
+    if is_packed_state != packed:
+      have, want = ('packed', 'per-leaf') if is_packed_state else ('per-leaf', 'packed')
+      raise ValueError(
+          f'{name}: the state has the {have} layout, but this {name} '
+          f'(implementation={implementation!r}) keeps it {want}; convert it with '
+          f'functional_optim.kernels.{"unpack_state" if is_packed_state else "pack_state"}')
+    if not packed:
+      return None
+    spec = state.step.spec
+    for k in [*kept, *scalar_state]:
+      field = getattr(state, k)
+      if not (isinstance(field, (Packed, PerLeaf)) and field.spec == spec):
+        raise ValueError(f'{name}: the state\'s {k!r} buffer is missing or packed for '
+                         f'other params; {other_options}')
+    return spec
+
   def check_state(state, params):
     # Structure only (no values): under jit this costs tracing time, nothing more.
     check_state_type(state, state_cls, name)
-    other_options = (f'it was made by {name} with other options or for other params: '
-                     f'pass the state that this transformation\'s init returned')
-    per_param = jax.tree.structure(state.step)
+    spec = check_layout(state)
+    per_param = spec.treedef if packed else jax.tree.structure(state.step)
     for k, make in buffers.items():
       field = getattr(state, k)
       if make is None and field is not None:
         raise ValueError(f'{name}: the state keeps a {k!r} buffer, which this {name} '
                          f'does not; {other_options}')
       # A make may give None for some params (Adafactor's factored buffers): a leaf.
-      if make is not None and jax.tree.structure(field, is_leaf=is_none) != per_param:
+      if (not packed and make is not None
+          and jax.tree.structure(field, is_leaf=is_none) != per_param):
         raise ValueError(f'{name}: the state\'s {k!r} buffer is missing or does not '
                          f'have one entry per param; {other_options}')
     if set(state.hyperparams) != set(hyperparams):
@@ -236,25 +286,46 @@ def elementwise_transformation(
           f'{name}: the state has the hyperparameters {sorted(state.hyperparams)}, this '
           f'{name} {sorted(hyperparams)}; {other_options}')
     if params is not None:
-      check_state_tree(state.step, params, name)
+      check_state_tree(spec.abstract_tree() if packed else state.step, params, name)
+      if packed and PackSpec.of(params) != spec:
+        raise ValueError(f'{name}: the state was packed for params of other shapes or '
+                         f'dtypes; {other_options}')
+    return spec
 
   def update(updates, state, params=None, **extra):
     del extra  # Accepted and ignored, as the protocol requires.
-    check_state(state, params)
+    spec = check_state(state, params)
     if needs_params and params is None:
       raise ValueError(f'{name} needs params in update(grads, state, params) '
                        f'for its weight decay')
-    reference = params if params is not None else (
-        getattr(state, kept[0]) if kept else state.step)
-    check_gradient_tree(updates, reference, shapes=params is not None or bool(kept),
+    if packed:
+      reference = spec.abstract_tree()
+    else:
+      reference = params if params is not None else (
+          getattr(state, kept[0]) if kept else state.step)
+    check_gradient_tree(updates, reference, shapes=packed or params is not None or bool(kept),
                         dense_only=name)
     hp = current_hyperparams(hyperparams, state.hyperparams, state.count)
-    treedef, grads, (steps, param_leaves, *state_leaves) = flatten_like(
-        updates, state.step, params if needs_params else None,
-        *(getattr(state, k) for k in kept), *(getattr(state, k) for k in scalar_state))
-    buffer_leaves = dict(zip(kept, state_leaves))
-    scalar_leaves = dict(zip(scalar_state, state_leaves[len(kept):]))
+    treedef, grads, (param_leaves,) = flatten_like(
+        updates, params if needs_params else None)
+    run = _update_packed if packed else _update_per_leaf
+    new_updates, fields = run(grads, param_leaves, state, hp, spec)
+    new_state = state._replace(count=state.count + 1, hyperparams=hp, **fields)
+    return treedef.unflatten(new_updates), new_state
 
+  def _update_packed(grads, param_leaves, state, hp, spec):
+    return update_packed(
+        grads, param_leaves if needs_params else None,
+        {k: getattr(state, k) for k in ['step', *kept, *scalar_state]}, hp,
+        spec=spec, kept=kept, scalar_state=list(scalar_state), scalars=scalars,
+        math=math, kernel=kernel, step_dtype=STEP_DTYPE)
+
+  def _update_per_leaf(grads, param_leaves, state, hp, spec):
+    del spec
+    treedef = jax.tree.structure(state.step)
+    steps = treedef.flatten_up_to(state.step)
+    buffer_leaves = {k: treedef.flatten_up_to(getattr(state, k)) for k in kept}
+    scalar_leaves = {k: treedef.flatten_up_to(getattr(state, k)) for k in scalar_state}
     new_updates, new_steps = [], []
     new_fields = {k: [] for k in [*kept, *scalar_state]}
     for i, grad in enumerate(grads):
@@ -275,12 +346,7 @@ def elementwise_transformation(
         new_fields[k].append(bufs[k])
       for k in scalar_state:
         new_fields[k].append(jnp.asarray(scalars_i[k], STEP_DTYPE))
-
-    new_state = state._replace(
-        count=state.count + 1,
-        hyperparams=hp,
-        step=treedef.unflatten(new_steps),
-        **{k: treedef.unflatten(out) for k, out in new_fields.items()})
-    return treedef.unflatten(new_updates), new_state
+    return new_updates, {'step': treedef.unflatten(new_steps),
+                         **{k: treedef.unflatten(out) for k, out in new_fields.items()}}
 
   return GradientTransformation(init, update)

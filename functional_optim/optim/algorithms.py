@@ -128,8 +128,14 @@ _EXAMPLES = {
 
 def _torch_class(name: str, builder: Callable, dynamic: tuple[str, ...],
                  **attributes: Any) -> type[Optimizer]:
-  """``torch.optim.<name>(params, ...)`` over ``builder(...)``, with its signature."""
+  """``torch.optim.<name>(params, ...)`` over ``builder(...)``, with its signature.
+
+  torch's ``foreach=`` and ``fused=`` choose the implementation, as in torch; the
+  builders' own ``implementation=`` is left out so that param groups keep torch's keys.
+  """
   signature = inspect.signature(builder)
+  signature = signature.replace(parameters=[
+      p for p in signature.parameters.values() if p.name != 'implementation'])
 
   def __init__(self, params, *args, **kwargs):
     bound = signature.bind(*args, **kwargs)

@@ -28,6 +28,7 @@ import numpy as np
 from functional_optim.core.hyperparams import hyperparam_dtype, set_hyperparams
 from functional_optim.core.transform import GradientTransformation, apply_updates
 from functional_optim.distributed.sharding import init_sharded
+from functional_optim.kernels.packing import pack_state, unpack_state
 from functional_optim.optim import _hooks
 from functional_optim.optim._hooks import (
     RemovableHandle, register_optimizer_step_post_hook, register_optimizer_step_pre_hook)
@@ -258,12 +259,13 @@ class Optimizer:
         continue
       transform = self._build(group)
       fresh = init_sharded(transform, self._sources[i].tree)
-      old = self._states[i]
-      kept = {f: getattr(old, f) for f in fresh._fields
-              if f in old._fields and getattr(fresh, f) is not None
+      # Edits of foreach/fused change the layout: carry the state over per leaf.
+      old, plain = unpack_state(self._states[i]), unpack_state(fresh)
+      kept = {f: getattr(old, f) for f in plain._fields
+              if f in old._fields and getattr(plain, f) is not None
               and getattr(old, f) is not None}
       self._transforms[i], self._signatures[i] = transform, signature
-      self._states[i] = fresh._replace(**kept)
+      self._states[i] = pack_state(plain._replace(**kept), fresh)
 
   # --------------------------------------------------------------------------
   # Stepping
@@ -521,7 +523,7 @@ class Optimizer:
 
   def _param_states(self, g: int) -> list[dict[str, Any] | None]:
     """torch's per-param state dicts of group ``g`` (None where torch has none yet)."""
-    source, state = self._sources[g], self._states[g]
+    source, state = self._sources[g], unpack_state(self._states[g])
     keys = self._torch_state_keys(self.param_groups[g], state)
     columns = {k: source.treedef.flatten_up_to(getattr(state, k)) for k in keys}
     steps = source.treedef.flatten_up_to(state.step)
@@ -635,7 +637,7 @@ class Optimizer:
 
   def _fill_state(self, g, group, fresh, entries, ids):
     """``fresh`` with the torch-format ``entries`` of group ``g`` written in."""
-    treedef = self._sources[g].treedef
+    treedef, packed_fresh, fresh = self._sources[g].treedef, fresh, unpack_state(fresh)
     keys = self._torch_state_keys(group, fresh)
     columns = {f: treedef.flatten_up_to(getattr(fresh, f))
                for f in fresh._fields if f not in _FUNCTIONAL_ONLY_FIELDS
@@ -661,9 +663,10 @@ class Optimizer:
       if not self._torch_has_step:
         columns['step'][i] = jnp.ones_like(columns['step'][i])
     steps = [float(s) for s in columns['step']]
-    return fresh._replace(
+    filled = fresh._replace(
         count=jnp.asarray(max(steps, default=0), jnp.int32),
         **{f: treedef.unflatten(leaves) for f, leaves in columns.items()})
+    return pack_state(filled, packed_fresh)  # back to foreach/fused's packed layout
 
   # --------------------------------------------------------------------------
   # Hooks (torch's signatures; each returns a RemovableHandle)

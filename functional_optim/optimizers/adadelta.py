@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import check_at_least, check_between, is_zero
+from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
     decayed_gradient, square_average, weight_decay_scalars)
@@ -69,6 +70,7 @@ def adadelta(
     capturable: bool = False,
     maximize: bool = False,
     differentiable: bool = False,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""Adadelta, as ``torch.optim.Adadelta``.
 
@@ -106,14 +108,17 @@ def adadelta(
   check_between(rho, 'rho', 'Invalid rho value', 0.0, 1.0)
   check_at_least(eps, 'eps', 'Invalid epsilon value')
   check_at_least(weight_decay, 'weight_decay', 'Invalid weight_decay value')
-  # torch has no fused Adadelta and checks none of these at construction.
-  del foreach, capturable, differentiable
+  # torch has no fused Adadelta.
+  implementation = choose_implementation(implementation, foreach=foreach, fused=None,
+                                        differentiable=differentiable)
+  del capturable
 
   has_weight_decay = not is_zero(weight_decay)
   hyperparams = {'lr': lr, 'rho': rho, 'eps': eps}
   if has_weight_decay:
     hyperparams['weight_decay'] = weight_decay
   return elementwise_transformation(
+      implementation=implementation,
       name='adadelta',
       state_cls=AdadeltaState,
       hyperparams=hyperparams,

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 from functional_optim.core.hyperparams import ScalarOrSchedule, is_schedule
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
-    check_at_least, check_implementation_flags, is_zero)
+    check_at_least, is_zero)
+from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import decayed_gradient, weight_decay_scalars
 
@@ -74,6 +75,7 @@ def adagrad(
     maximize: bool = False,
     differentiable: bool = False,
     fused: bool | None = None,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""Adagrad, as ``torch.optim.Adagrad``, for dense gradients.
 
@@ -120,13 +122,15 @@ def adagrad(
   check_at_least(initial_accumulator_value, 'initial_accumulator_value',
                  'Invalid initial_accumulator_value value')
   check_at_least(eps, 'eps', 'Invalid epsilon value')
-  check_implementation_flags(foreach, fused, differentiable)
+  implementation = choose_implementation(implementation, foreach=foreach, fused=fused,
+                                        differentiable=differentiable)
 
   has_weight_decay = not is_zero(weight_decay)
   hyperparams = {'lr': lr, 'lr_decay': lr_decay, 'eps': eps}
   if has_weight_decay:
     hyperparams['weight_decay'] = weight_decay
   return elementwise_transformation(
+      implementation=implementation,
       name='adagrad',
       state_cls=AdagradState,
       hyperparams=hyperparams,

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import check_implementation_flags, is_zero
+from functional_optim.core.validation import is_zero
+from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
     check_adam_family_arguments, decayed_gradient, moment_scalars, update_moments,
@@ -80,6 +81,7 @@ def adam(
     differentiable: bool = False,
     fused: bool | None = None,
     decoupled_weight_decay: bool = False,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""Adam, as ``torch.optim.Adam``.
 
@@ -119,7 +121,8 @@ def adam(
     Array([-0.1,  0.1], dtype=float32)
   """
   beta1, beta2 = check_adam_family_arguments(lr, betas, eps, weight_decay)
-  check_implementation_flags(foreach, fused, differentiable)
+  implementation = choose_implementation(implementation, foreach=foreach, fused=fused,
+                                        differentiable=differentiable)
   del capturable  # Step counts live on the device already: nothing to capture.
 
   has_weight_decay = not is_zero(weight_decay)
@@ -127,6 +130,7 @@ def adam(
   if has_weight_decay:
     hyperparams['weight_decay'] = weight_decay
   return elementwise_transformation(
+      implementation=implementation,
       name='adamw' if decoupled_weight_decay else 'adam',
       state_cls=AdamState,
       hyperparams=hyperparams,

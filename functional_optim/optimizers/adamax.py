@@ -12,6 +12,7 @@ from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.numerics import lerp
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import is_zero
+from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
     check_adam_family_arguments, decayed_gradient, weight_decay_scalars)
@@ -70,6 +71,7 @@ def adamax(
     maximize: bool = False,
     differentiable: bool = False,
     capturable: bool = False,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""Adamax, as ``torch.optim.Adamax``.
 
@@ -105,13 +107,16 @@ def adamax(
   """
   beta1, beta2 = check_adam_family_arguments(lr, betas, eps, weight_decay)
   # torch has no fused Adamax and checks none of these at construction.
-  del foreach, differentiable, capturable
+  implementation = choose_implementation(implementation, foreach=foreach, fused=None,
+                                        differentiable=differentiable)
+  del capturable
 
   has_weight_decay = not is_zero(weight_decay)
   hyperparams = {'lr': lr, 'betas': (beta1, beta2), 'eps': eps}
   if has_weight_decay:
     hyperparams['weight_decay'] = weight_decay
   return elementwise_transformation(
+      implementation=implementation,
       name='adamax',
       state_cls=AdamaxState,
       hyperparams=hyperparams,

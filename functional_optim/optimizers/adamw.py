@@ -19,6 +19,7 @@ def adamw(
     capturable: bool = False,
     differentiable: bool = False,
     fused: bool | None = None,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""AdamW, as ``torch.optim.AdamW``: :func:`adam` with ``decoupled_weight_decay=True``.
 
@@ -50,4 +51,4 @@ def adamw(
   return adam(lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
               maximize=maximize, capturable=capturable,
               differentiable=differentiable, fused=fused,
-              decoupled_weight_decay=True)
+              decoupled_weight_decay=True, implementation=implementation)

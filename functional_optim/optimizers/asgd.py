@@ -11,7 +11,8 @@ import jax.numpy as jnp
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
-    check_at_least, check_implementation_flags, concrete_value, is_zero)
+    check_at_least, concrete_value, is_zero)
+from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
     decayed_gradient, decoupled_weight_decay, weight_decay_scalars)
@@ -82,6 +83,7 @@ def asgd(
     maximize: bool = False,
     differentiable: bool = False,
     capturable: bool = False,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""Averaged SGD, as ``torch.optim.ASGD``.
 
@@ -125,7 +127,8 @@ def asgd(
   """
   check_at_least(lr, 'lr', 'Invalid learning rate')
   check_at_least(weight_decay, 'weight_decay', 'Invalid weight_decay value')
-  check_implementation_flags(foreach, None, differentiable)
+  implementation = choose_implementation(implementation, foreach=foreach, fused=None,
+                                        differentiable=differentiable)
   del capturable  # Step counts live on the device already: nothing to capture.
 
   has_weight_decay = not is_zero(weight_decay)
@@ -134,6 +137,7 @@ def asgd(
     hyperparams['weight_decay'] = weight_decay
   initial_lr = concrete_value(lr, 'lr')
   return elementwise_transformation(
+      implementation=implementation,
       name='asgd',
       state_cls=ASGDState,
       hyperparams=hyperparams,

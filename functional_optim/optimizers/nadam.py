@@ -11,7 +11,8 @@ import jax.numpy as jnp
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
-    check_at_least, check_implementation_flags, is_zero)
+    check_at_least, is_zero)
+from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
     check_adam_family_arguments, decayed_gradient, moment_scalars, update_moments,
@@ -86,6 +87,7 @@ def nadam(
     maximize: bool = False,
     capturable: bool = False,
     differentiable: bool = False,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""NAdam, as ``torch.optim.NAdam``.
 
@@ -133,7 +135,8 @@ def nadam(
   """
   beta1, beta2 = check_adam_family_arguments(lr, betas, eps, weight_decay)
   check_at_least(momentum_decay, 'momentum_decay', 'Invalid momentum_decay value')
-  check_implementation_flags(foreach, None, differentiable)
+  implementation = choose_implementation(implementation, foreach=foreach, fused=None,
+                                        differentiable=differentiable)
   del capturable  # Step counts live on the device already: nothing to capture.
 
   has_weight_decay = not is_zero(weight_decay)
@@ -142,6 +145,7 @@ def nadam(
   if has_weight_decay:
     hyperparams['weight_decay'] = weight_decay
   return elementwise_transformation(
+      implementation=implementation,
       name='nadam',
       state_cls=NAdamState,
       hyperparams=hyperparams,

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import check_implementation_flags, is_zero
+from functional_optim.core.validation import is_zero
+from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
     check_adam_family_arguments, decayed_gradient, moment_scalars, update_moments,
@@ -95,6 +96,7 @@ def radam(
     maximize: bool = False,
     capturable: bool = False,
     differentiable: bool = False,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""RAdam, as ``torch.optim.RAdam``.
 
@@ -140,7 +142,8 @@ def radam(
     Array([-0.05,  0.2 ], dtype=float32)
   """
   beta1, beta2 = check_adam_family_arguments(lr, betas, eps, weight_decay)
-  check_implementation_flags(foreach, None, differentiable)
+  implementation = choose_implementation(implementation, foreach=foreach, fused=None,
+                                        differentiable=differentiable)
   del capturable  # Step counts live on the device already: nothing to capture.
 
   has_weight_decay = not is_zero(weight_decay)
@@ -148,6 +151,7 @@ def radam(
   if has_weight_decay:
     hyperparams['weight_decay'] = weight_decay
   return elementwise_transformation(
+      implementation=implementation,
       name='radam',
       state_cls=RAdamState,
       hyperparams=hyperparams,

@@ -12,6 +12,7 @@ from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.numerics import lerp
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import check_at_least, is_zero
+from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
     decayed_gradient, square_average, weight_decay_scalars)
@@ -88,6 +89,7 @@ def rmsprop(
     foreach: bool | None = None,
     maximize: bool = False,
     differentiable: bool = False,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""RMSprop, as ``torch.optim.RMSprop``.
 
@@ -134,7 +136,9 @@ def rmsprop(
   check_at_least(weight_decay, 'weight_decay', 'Invalid weight_decay value')
   check_at_least(alpha, 'alpha', 'Invalid alpha value')
   # torch has no fused RMSprop and checks none of these at construction.
-  del capturable, foreach, differentiable
+  implementation = choose_implementation(implementation, foreach=foreach, fused=None,
+                                        differentiable=differentiable)
+  del capturable
 
   has_momentum = not is_zero(momentum)
   has_weight_decay = not is_zero(weight_decay)
@@ -144,6 +148,7 @@ def rmsprop(
   if has_momentum:
     hyperparams['momentum'] = momentum
   return elementwise_transformation(
+      implementation=implementation,
       name='rmsprop',
       state_cls=RMSpropState,
       hyperparams=hyperparams,

@@ -12,7 +12,8 @@ from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.numerics import sign
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
-    check_at_least, check_implementation_flags, check_pair, concrete_value)
+    check_at_least, check_pair, concrete_value)
+from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import ascent_or_descent
 
@@ -86,6 +87,7 @@ def rprop(
     foreach: bool | None = None,
     maximize: bool = False,
     differentiable: bool = False,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""Rprop, as ``torch.optim.Rprop``.
 
@@ -131,10 +133,12 @@ def rprop(
   check_at_least(lr, 'lr', 'Invalid learning rate')
   etaminus, etaplus = _check_etas(etas)
   step_size_min, step_size_max = check_pair(step_sizes, 'step_sizes')
-  check_implementation_flags(foreach, None, differentiable)
+  implementation = choose_implementation(implementation, foreach=foreach, fused=None,
+                                        differentiable=differentiable)
   del capturable  # Step counts live on the device already: nothing to capture.
 
   return elementwise_transformation(
+      implementation=implementation,
       name='rprop',
       state_cls=RpropState,
       hyperparams={'lr': lr, 'etas': (etaminus, etaplus),

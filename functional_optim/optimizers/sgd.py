@@ -11,7 +11,8 @@ import jax.numpy as jnp
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
-    check_at_least, check_implementation_flags, concrete_value, is_zero)
+    check_at_least, concrete_value, is_zero)
+from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import decayed_gradient, weight_decay_scalars
 
@@ -70,6 +71,7 @@ def sgd(
     foreach: bool | None = None,
     differentiable: bool = False,
     fused: bool | None = None,
+    implementation: str | None = None,
 ) -> GradientTransformation:
   r"""Stochastic gradient descent, as ``torch.optim.SGD``.
 
@@ -108,7 +110,8 @@ def sgd(
     mu, tau = concrete_value(momentum, 'momentum'), concrete_value(dampening, 'dampening')
     if (mu is not None and mu <= 0) or (tau is not None and tau != 0):
       raise ValueError('Nesterov momentum requires a momentum and zero dampening')
-  check_implementation_flags(foreach, fused, differentiable)
+  implementation = choose_implementation(implementation, foreach=foreach, fused=fused,
+                                        differentiable=differentiable)
 
   has_momentum = not is_zero(momentum)
   has_weight_decay = not is_zero(weight_decay)
@@ -118,6 +121,7 @@ def sgd(
   if has_weight_decay:
     hyperparams['weight_decay'] = weight_decay
   return elementwise_transformation(
+      implementation=implementation,
       name='sgd',
       state_cls=SGDState,
       hyperparams=hyperparams,

@@ -119,7 +119,8 @@ def run_ours(case: Case, init: list[np.ndarray], jit: bool = True):
                  for i in range(len(params)))
     params, state = train_step(params, state, mask)
     lrs.append(float(fo.get_hyperparams(state)['lr']))
-  return [np.asarray(p) for p in params], state, lrs
+  # foreach/fused keep their state packed; torch's per-param view is the per-leaf one.
+  return [np.asarray(p) for p in params], fo.kernels.unpack_state(state), lrs
 
 
 # (rtol, atol) per precision. 50 steps of a smooth problem whose gradients each
