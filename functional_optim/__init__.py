@@ -11,9 +11,9 @@
 """
 
 from functional_optim.core import (
-    ApplyIfFiniteState, GradientTransformation, MaskedNode, PartitionState, Schedule,
-    ScalarOrSchedule, apply_if_finite, apply_updates, chain, get_hyperparams, partition,
-    set_hyperparams)
+    ApplyIfFiniteState, GradientTransformation, MaskedNode, MixedPrecisionState,
+    PartitionState, Schedule, ScalarOrSchedule, apply_if_finite, apply_updates, chain,
+    get_hyperparams, mixed_precision, partition, set_hyperparams)
 from functional_optim import averaging, distributed, kernels, schedules
 from functional_optim.optimizers import *  # noqa: F403  (the algorithms and their states)
 from functional_optim.optimizers import __all__ as _optimizers
@@ -21,8 +21,8 @@ from functional_optim.optimizers import __all__ as _optimizers
 __version__ = '0.1.0'
 
 __all__ = [
-    'ApplyIfFiniteState', 'GradientTransformation', 'MaskedNode', 'PartitionState',
-    'Schedule', 'ScalarOrSchedule', 'apply_if_finite', 'apply_updates', 'averaging',
-    'chain', 'distributed', 'get_hyperparams', 'kernels', 'partition', 'schedules',
-    'set_hyperparams', *_optimizers,
+    'ApplyIfFiniteState', 'GradientTransformation', 'MaskedNode', 'MixedPrecisionState',
+    'PartitionState', 'Schedule', 'ScalarOrSchedule', 'apply_if_finite', 'apply_updates',
+    'averaging', 'chain', 'distributed', 'get_hyperparams', 'kernels', 'mixed_precision',
+    'partition', 'schedules', 'set_hyperparams', *_optimizers,
 ]

@@ -1,0 +1,144 @@
+"""The three implementations (loop, foreach, fused) against torch and each other.
+
+The parity harness's problem runs through torch and through the fused Pallas
+kernel (interpret mode on CPU) or the packed foreach path, with some params
+going without a gradient on some steps. Then a tree that mixes dtypes, complex, empty, scalar
+and odd-sized leaves (sizes that fill no whole row or block) runs through all
+three implementations, which must agree to the last bits: it is the same math
+on the same numbers.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import functional_optim as fo
+from tests.parity.harness import Case, check_parity, precision
+
+# The richest option set of each algorithm (torch's name, ours, kwargs, state keys).
+ALGORITHMS = {
+    'adam': (torch.optim.Adam, fo.adam, dict(lr=0.05, amsgrad=True, weight_decay=0.05,
+                                             maximize=True),
+             ('step', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')),
+    'adamw': (torch.optim.AdamW, fo.adamw, dict(lr=0.05, weight_decay=0.3),
+              ('step', 'exp_avg', 'exp_avg_sq')),
+    'sgd': (torch.optim.SGD, fo.sgd, dict(lr=0.05, momentum=0.9, nesterov=True,
+                                          weight_decay=0.01), ('momentum_buffer',)),
+    'adagrad': (torch.optim.Adagrad, fo.adagrad,
+                dict(lr=0.1, lr_decay=0.01, weight_decay=0.05, initial_accumulator_value=0.2),
+                ('step', 'sum')),
+    'adamax': (torch.optim.Adamax, fo.adamax, dict(lr=0.05, weight_decay=0.05),
+               ('step', 'exp_avg', 'exp_inf')),
+    'nadam': (torch.optim.NAdam, fo.nadam, dict(lr=0.05, weight_decay=0.05,
+                                                decoupled_weight_decay=True),
+              ('step', 'exp_avg', 'exp_avg_sq', 'mu_product')),
+    'radam': (torch.optim.RAdam, fo.radam, dict(lr=0.05, weight_decay=0.05),
+              ('step', 'exp_avg', 'exp_avg_sq')),
+    'rmsprop': (torch.optim.RMSprop, fo.rmsprop,
+                dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.05),
+                ('step', 'square_avg', 'momentum_buffer', 'grad_avg')),
+    'adadelta': (torch.optim.Adadelta, fo.adadelta, dict(lr=0.5, weight_decay=0.05),
+                 ('step', 'square_avg', 'acc_delta')),
+    'asgd': (torch.optim.ASGD, fo.asgd, dict(lr=0.05, t0=5, weight_decay=0.05),
+             ('step', 'eta', 'mu', 'ax')),
+    'rprop': (torch.optim.Rprop, fo.rprop, dict(lr=0.05), ('step', 'prev', 'step_size')),
+}
+
+
+def _some_without_gradient(step, i):
+  return (step + i) % 4 != 0
+
+
+@pytest.fixture
+def pallas_interpreted():
+  """The fused implementation's Pallas kernel, in interpret mode on CPU."""
+  with fo.kernels.pallas_options(interpret=True, block_rows=8):
+    yield
+  jax.clear_caches()
+
+
+# torch fuses these four; the fused kernel runs them against torch in both
+# precisions. The others' Pallas runs are checked against the loop on the mixed
+# tree below, and every algorithm's foreach path against torch's foreach by the
+# `foreach=True` cases of tests/parity (float32 and float64); here foreach also
+# meets params without a gradient.
+TORCH_FUSED = ('adam', 'adamw', 'sgd', 'adagrad')
+PARITY_RUNS = ([(name, 'fused', dtype) for name in TORCH_FUSED
+                for dtype in (np.float64, np.float32)]
+               + [(name, 'foreach', np.float64) for name in ALGORITHMS
+                  if name not in TORCH_FUSED])
+
+
+@pytest.mark.parametrize('name,implementation,dtype', PARITY_RUNS,
+                         ids=[f'{n}-{i}-{np.dtype(d)}' for n, i, d in PARITY_RUNS])
+def test_parity_with_torch(name, implementation, dtype, pallas_interpreted):
+  torch_cls, ours, kwargs, keys = ALGORITHMS[name]
+  case = Case(torch_cls, ours, kwargs, steps=20, has_grad=_some_without_gradient,
+              our_kwargs=dict(implementation=implementation))
+  with precision(dtype):
+    check_parity(case, dtype, keys)
+
+
+def _mixed_tree(rng):
+  def normal(shape, dtype):
+    x = rng.normal(size=shape)
+    if np.issubdtype(dtype, np.complexfloating):
+      x = x + 1j * rng.normal(size=shape)
+    return jnp.asarray(x, dtype)
+  return {
+      'scalar': normal((), np.float32),
+      'empty': normal((0, 3), np.float32),
+      'odd': normal((3, 43), np.float32),     # 129 elements: a row and one more
+      'rows': normal((9, 128), np.float32),   # more rows than one 8-row block
+      'half': normal((5, 7), jnp.bfloat16),
+      'complex': normal((11,), np.complex64),
+      'double': normal((2, 65), np.float64),
+  }
+
+
+# The Pallas kernel is the same for every algorithm and checked against run_math
+# for each one's math in test_pallas.py; here it meets the mixed tree with an
+# algorithm of each kind (moments and a max, a step-dependent branch, 0-d state).
+MIXED_TREE_RUNS = [(name, ('loop', 'foreach', 'fused') if name in ('adam', 'rprop', 'asgd')
+                    else ('loop', 'foreach')) for name in ALGORITHMS]
+
+
+@pytest.mark.parametrize('name,implementations', MIXED_TREE_RUNS,
+                         ids=[name for name, _ in MIXED_TREE_RUNS])
+def test_implementations_agree_on_a_mixed_tree(name, implementations, pallas_interpreted):
+  """Mixed dtypes, complex, empty, scalar and odd-sized leaves; the same numbers."""
+  _, ours, kwargs, _ = ALGORITHMS[name]
+  with jax.enable_x64(True):
+    params = _mixed_tree(np.random.default_rng(1))
+    results = {}
+    for implementation in implementations:
+      tx = ours(**kwargs, implementation=implementation)
+
+      @jax.jit
+      def step(p, s, grads, tx=tx):
+        updates, s = tx.update(grads, s, p)
+        return fo.apply_updates(p, updates), s
+
+      p, s = params, jax.jit(tx.init)(params)
+      for t in range(3):
+        grads = jax.tree.map(lambda x: jnp.sin(x * (t + 1)).astype(x.dtype), p)
+        if t == 1:
+          grads['odd'] = None
+        p, s = step(p, s, grads)
+      results[implementation] = (p, fo.kernels.unpack_state(s))
+    loop_params, loop_state = results['loop']
+    for implementation in implementations[1:]:
+      params_i, state_i = results[implementation]
+      for (path, a), b in zip(jax.tree_util.tree_flatten_with_path((loop_params, loop_state))[0],
+                              jax.tree.leaves((params_i, state_i))):
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        # The parity tolerances: the same operations, contracted and fused a little
+        # differently per leaf, packed and in Pallas, differ by an ulp here and
+        # there, which cancellation in the momenta magnifies over the steps.
+        rtol, atol = {np.dtype(np.float64): (1e-12, 1e-14),
+                      np.dtype(jnp.bfloat16): (1e-2, 1e-3)}.get(np.dtype(a.dtype), (1e-5, 1e-5))
+        np.testing.assert_allclose(np.asarray(a, np.complex128), np.asarray(b, np.complex128),
+                                   rtol=rtol, atol=atol,
+                                   err_msg=f'{implementation} {jax.tree_util.keystr(path)}')
