@@ -47,10 +47,16 @@ def init_packed(params, *, buffers: Mapping[str, Callable | None],
 
 
 def _per_row(value: jax.Array, group: Group) -> jax.Array:
-  """A per-leaf vector as a ``[rows, 1]`` column; a 0-d value stays 0-d."""
+  """A per-leaf vector as a ``[rows, 1]`` column; a 0-d value stays 0-d.
+
+  A group of one leaf (params kept packed, one big tensor) gets its 0-d scalar:
+  no gather, the same program as the per-leaf loop's.
+  """
   value = jnp.asarray(value)
   if value.ndim == 0:
     return value
+  if len(group.leaves) == 1:
+    return value[0]
   return value[group.row_leaf][:, None]
 
 
