@@ -52,11 +52,14 @@ def _sgd_math(grad, param, buffers, s, *, maximize, weight_decay, momentum, nest
     # torch seeds the buffer with the first gradient itself (no dampening).
     new_buf = jnp.where(s['step'] == 1, d,
                         buf * s['momentum'] + s['one_minus_dampening'] * d)
-    direction = d + s['momentum'] * new_buf if nesterov else new_buf
     # A momentum that is 0 at this step skips the momentum block, as torch does.
+    # The direction reads the kept buffer, not new_buf: two selects of new_buf
+    # make XLA materialize it, a full extra buffer and twice the step time.
     active = s['momentum'] != 0
+    new_buf = jnp.where(active, new_buf, buf)
+    direction = d + s['momentum'] * new_buf if nesterov else new_buf
     d = jnp.where(active, direction, d)
-    buffers = {'momentum_buffer': jnp.where(active, new_buf, buf)}
+    buffers = {'momentum_buffer': new_buf}
   return -s['lr'] * d, buffers
 
 
