@@ -39,9 +39,10 @@ PyTree = Any
 
 #: Elements per row: the lane width of GPU and TPU tiles.
 LANES = 128
-#: Buffers have a multiple of this many rows, so that GPU blocks of up to 32 rows
-#: (which must divide the rows: Triton does not mask a ragged block) tile them.
-ROW_ALIGN = 32
+#: Buffers have a multiple of this many rows (a sublane tile; a GPU block, which
+#: must divide the rows, has at least this many). Kept small: a single leaf whose
+#: size is a multiple of ``ROW_ALIGN * LANES`` packs as a reshape, without a copy.
+ROW_ALIGN = 8
 
 
 def _real_dtype(dtype) -> np.dtype:
@@ -83,7 +84,7 @@ class PackSpec:
     >>> spec = PackSpec.of({'w': jnp.zeros((3, 100)), 'b': jnp.zeros(3),
     ...                     'h': jnp.zeros(2, jnp.bfloat16)})
     >>> [(str(g.dtype), g.leaves, g.row_offsets, g.rows) for g in spec.groups]
-    [('float32', (0, 2), (0, 1), 32), ('bfloat16', (1,), (0,), 32)]
+    [('float32', (0, 2), (0, 1), 8), ('bfloat16', (1,), (0,), 8)]
   """
   treedef: Any
   shapes: tuple[tuple[int, ...], ...]
@@ -201,7 +202,7 @@ class Packed:
     >>> import functional_optim as fo
     >>> params = fo.kernels.pack({'w': jnp.ones((2, 3)), 'b': jnp.zeros(3)})
     >>> [b.shape for b in params.buffers]
-    [(32, 128)]
+    [(8, 128)]
     >>> loss = lambda p: jnp.sum(p.unpack()['w'] ** 2)
     >>> grads = jax.grad(loss)(params)  # a Packed too
     >>> grads.unpack()['w']

@@ -62,10 +62,9 @@ CPU) and :func:`will_run` whether a caller should run :func:`fused_update` at al
   this ran on a GPU yet.
 * Triton loads and stores blocks without bounds masks, so on GPU the block is a
   power of two that divides ``rows`` (a packed buffer has a multiple of
-  ``ROW_ALIGN`` = 32 rows, so blocks of up to 32 rows always tile it): a
-  ragged last block would read and write past the buffers. Interpret mode and
-  TPU pad the last block, so there any block size runs, over
-  ``cdiv(rows, block_rows)`` programs.
+  ``ROW_ALIGN`` = 8 rows, so the block has at least 8): a ragged last block
+  would read and write past the buffers. Interpret mode and TPU pad the last
+  block, so there any block size runs, over ``cdiv(rows, block_rows)`` programs.
 * TPU (Mosaic): blocks of a multiple of 8 rows of 128 lanes, the native tile.
 
 Block size. :data:`DEFAULT_BLOCK_ROWS` rows of 128 lanes per program; see there

@@ -28,9 +28,9 @@ def test_layout_rows_and_groups():
   assert str(float32.dtype) == 'float32' and str(bfloat16.dtype) == 'bfloat16'
   assert float32.sizes == (130, 0, 1, 300, 10)
   assert float32.row_offsets == (0, 2, 2, 3, 6)  # each leaf on rows of its own
-  assert float32.rows == ROW_ALIGN and bfloat16.rows == ROW_ALIGN
+  assert float32.rows == 8 == ROW_ALIGN and bfloat16.rows == ROW_ALIGN
   # Padding rows at the end count as the last leaf's (zeros, never read back).
-  assert list(float32.row_leaf) == [0, 0, 2, 3, 3, 3] + [4] * (ROW_ALIGN - 6)
+  assert list(float32.row_leaf) == [0, 0, 2, 3, 3, 3] + [4] * (float32.rows - 6)
 
 
 def test_round_trip_is_exact():
@@ -68,13 +68,17 @@ def test_an_optimizer_over_packed_params_matches_the_tree():
   loss = lambda t: sum(jnp.sum(jnp.abs(jnp.sin(x)) ** 2) for x in jax.tree.leaves(t))
 
   def run(params, as_tree):
-    state = tx.init(params)
-    for _ in range(5):
+    @jax.jit
+    def step(params, state):
       grads = jax.grad(lambda p: loss(as_tree(p)))(params)
       if not isinstance(grads, fo.kernels.Packed):  # torch's complex convention
         grads = jax.tree.map(jnp.conj, grads)
       updates, state = tx.update(grads, state, params)
-      params = fo.apply_updates(params, updates)
+      return fo.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    for _ in range(5):
+      params, state = step(params, state)
     return as_tree(params)
 
   by_leaf = run(tree, lambda t: t)
