@@ -184,6 +184,13 @@ def unpack_leaves(buffers: Sequence[jax.Array], spec: PackSpec) -> list[jax.Arra
   return out
 
 
+# Compiled once per layout: run eagerly, the per-leaf pads and slices would each
+# compile for their own shape (minutes for thousands of leaves). Inside a jit
+# they inline.
+_pack_compiled = jax.jit(pack_leaves, static_argnums=1)
+_unpack_compiled = jax.jit(unpack_leaves, static_argnums=1)
+
+
 @jax.tree_util.register_pytree_node_class
 class Packed:
   r"""A tree's leaves laid out in ``[rows, LANES]`` buffers, one per dtype.
@@ -217,10 +224,10 @@ class Packed:
   @classmethod
   def pack(cls, tree: PyTree) -> 'Packed':
     spec = PackSpec.of(tree)
-    return cls(pack_leaves(jax.tree.leaves(tree), spec), spec)
+    return cls(_pack_compiled(tuple(jax.tree.leaves(tree)), spec), spec)
 
   def unpack(self) -> PyTree:
-    return self.spec.treedef.unflatten(unpack_leaves(self.buffers, self.spec))
+    return self.spec.treedef.unflatten(_unpack_compiled(self.buffers, self.spec))
 
   def tree_flatten(self):
     return self.buffers, self.spec
