@@ -6,13 +6,15 @@ the device. Ours are ``'loop'`` (the math once per leaf, state mirroring the
 params tree), ``'foreach'`` (once per dtype over packed buffers, packed state) and
 ``'fused'`` (a Pallas kernel per dtype over the packed buffers, packed state).
 
-The default per backend is the fastest measured by ``benchmarks/bench_step.py``
-(``benchmarks/RESULTS.md``). On CPU that is the loop for params kept as a tree:
-XLA fuses each leaf's update into one kernel, while packing a tree's gradients
-and cutting the updates back costs two extra passes over memory. Params kept
-packed (:func:`~functional_optim.kernels.pack`) make every implementation a
-handful of large kernels. No GPU measurement exists yet, so the loop is the
-default there too; ``implementation=`` or torch's flags choose another.
+The default per backend comes from ``benchmarks/bench_step.py``
+(``benchmarks/RESULTS.md``). On CPU it is the loop. For trees of a few large
+leaves the loop was fastest: packing a tree's gradients and cutting the updates
+back costs two extra passes over memory. Its state also mirrors the params tree,
+which ``nnx.Optimizer``, sharding and orbax expect. For thousands of small leaves
+the fast layout is params kept packed (:func:`~functional_optim.kernels.pack`),
+where every implementation is a handful of large kernels, rather than another
+default. No GPU measurement exists yet, so the loop is the default there too;
+``implementation=`` or torch's flags choose another.
 """
 
 from __future__ import annotations
