@@ -556,7 +556,7 @@ def _ratio(reference: Case | None, case: Case) -> str:
 
 def print_layout_table(layout: Layout, cases: list[Case], triad: float, gpu: bool) -> None:
   leaves = len(layout.shapes)
-  print(f'### {layout.label}: {leaves} leaf' + ('' if leaves == 1 else 's')
+  print(f'### {layout.label}: {leaves} ' + ('leaf' if leaves == 1 else 'leaves')
         + f', {layout.elements:,} float32 params\n')
   print('| library | algorithm | variant | median ms | torch fused ÷ this | optax ÷ this '
         '| GB/s | % triad | compile s | temp MB |')
@@ -660,7 +660,7 @@ def print_summary(results: list[tuple[Layout, list[Case]]], algorithms: list[str
   many = max(results, key=lambda r: len(r[0].shapes))
   layout, cases = many
   leaves = len(layout.shapes)
-  print(f'Compile time on {layout.label} ({leaves} leaf' + ('' if leaves == 1 else 's')
+  print(f'Compile time on {layout.label} ({leaves} ' + ('leaf' if leaves == 1 else 'leaves')
         + '; goal: < 5 s for the 2000-leaf step):\n')
   print('| algorithm | library | variant | compile s | < 5 s |')
   print('|---|---|---|---:|---|')
