@@ -61,13 +61,12 @@ def pallas_interpreted():
 
 # The fused kernel (interpret mode) against torch, on the four algorithms torch
 # fuses, float32 as well for Adam; the packed foreach path with params going
-# without a gradient, on algorithms with 0-d state (NAdam, ASGD) and with only
-# step-free scalars (RMSprop). Elsewhere: every algorithm's foreach and fused
+# without a gradient, on the algorithms with 0-d state (NAdam, ASGD). Elsewhere: every algorithm's foreach and fused
 # flags against torch's in tests/parity (both precisions), and the kernel against
 # run_math for every algorithm's math in test_pallas.py.
 PARITY_RUNS = ([(name, 'fused', np.float64) for name in ('adam', 'adamw', 'sgd', 'adagrad')]
                + [('adam', 'fused', np.float32)]
-               + [(name, 'foreach', np.float64) for name in ('nadam', 'asgd', 'rmsprop')])
+               + [(name, 'foreach', np.float64) for name in ('nadam', 'asgd')])
 
 
 @pytest.mark.parametrize('name,implementation,dtype', PARITY_RUNS,
@@ -98,11 +97,10 @@ def _mixed_tree(rng):
 
 
 # The layout does not depend on the algorithm: one of each kind (moments and a
-# max, momentum seeded at the first step, a bool first-step scalar, 0-d state, a
-# state that starts non-zero), the fused kernel on three of them.
+# max, momentum seeded at the first step, a bool first-step scalar, 0-d state),
+# the fused kernel on three of them.
 MIXED_TREE_RUNS = [(name, ('loop', 'foreach', 'fused') if name in ('adam', 'rprop', 'asgd')
-                    else ('loop', 'foreach')) for name in ('adam', 'sgd', 'rprop', 'asgd',
-                                                           'adagrad')]
+                    else ('loop', 'foreach')) for name in ('adam', 'sgd', 'rprop', 'asgd')]
 
 
 @pytest.mark.parametrize('name,implementations', MIXED_TREE_RUNS,
