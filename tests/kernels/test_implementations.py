@@ -61,9 +61,10 @@ def pallas_interpreted():
 
 # The fused kernel (interpret mode) against torch, on the four algorithms torch
 # fuses, float32 as well for Adam; the packed foreach path with params going
-# without a gradient, on the algorithms with 0-d state (NAdam, ASGD). Elsewhere: every algorithm's foreach and fused
-# flags against torch's in tests/parity (both precisions), and the kernel against
-# run_math for every algorithm's math in test_pallas.py.
+# without a gradient, on the algorithms with 0-d state (NAdam, ASGD). Elsewhere:
+# every algorithm's foreach and fused flags against torch's in tests/parity (both
+# precisions), and the kernel against run_math for every algorithm's math in
+# test_pallas.py.
 PARITY_RUNS = ([(name, 'fused', np.float64) for name in ('adam', 'adamw', 'sgd', 'adagrad')]
                + [('adam', 'fused', np.float32)]
                + [(name, 'foreach', np.float64) for name in ('nadam', 'asgd')])
