@@ -6,10 +6,13 @@ Every numeric hyperparameter (``lr``, ``betas``, ``eps``, ``weight_decay``,
 ``hyperparams`` dict. Changing it between steps changes data, not the program, so
 a jitted train step never recompiles.
 
-Values are stored in JAX's default float dtype (float64 when ``jax_enable_x64`` is
+Numbers are stored in JAX's default float dtype (float64 when ``jax_enable_x64`` is
 on): scalar arithmetic on them (bias corrections, step sizes) then runs in the
 precision torch uses for its Python-float hyperparameters, and only the final
-scalar is rounded to each parameter's dtype.
+scalar is rounded to each parameter's dtype. An array keeps its own floating
+dtype, as a torch tensor hyperparameter does: ``lr=jnp.float32(1e-3)`` under x64
+runs the scalar arithmetic torch runs on ``lr=torch.tensor(1e-3)`` in float32
+(see :func:`given_dtype`).
 
 ``count`` is the number of ``update`` calls so far; a schedule is evaluated at the
 count of the step it drives, so the first step uses ``schedule(0)``, as a torch
@@ -72,15 +75,61 @@ def is_schedule(value: Any) -> bool:
   return callable(value)
 
 
-def _as_hyperparam(value) -> jax.Array:
-  return jnp.asarray(value, dtype=hyperparam_dtype())
+def given_dtype(value: Any) -> np.dtype:
+  """The dtype a constant hyperparameter is kept in: an array's own floating dtype,
+  else :func:`hyperparam_dtype`.
+
+  torch does the scalar arithmetic of a tensor hyperparameter (``lr=torch.tensor(1e-3)``)
+  in the tensor's dtype where it does not call ``.item()`` (``lr / bias_correction1``
+  is a float32 tensor), and that of a Python float in double precision; keeping
+  the given dtype lets the optimizers follow both. Numbers and integer arrays take
+  :func:`hyperparam_dtype`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from functional_optim.core.hyperparams import given_dtype
+    >>> with jax.enable_x64(True):
+    ...   print(given_dtype(1e-3), given_dtype(np.float32(1e-3)), given_dtype(jnp.int32(1)))
+    float64 float32 float64
+  """
+  dtype = getattr(value, 'dtype', None)
+  if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+    return jax.dtypes.canonicalize_dtype(dtype)
+  return hyperparam_dtype()
+
+
+def array_dtype(value: Any) -> np.dtype | None:
+  """The floating dtype of a hyperparameter given as an array, else None.
+
+  The math of Muon and Adafactor uses it where torch multiplies a tensor lr by a
+  Python float inside the step (``lr * adjusted_ratio``), which runs in the
+  tensor's dtype; None (a number or a schedule) means double precision.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.hyperparams import array_dtype
+    >>> array_dtype(1e-3), array_dtype(jnp.float32(1e-3)), array_dtype(lambda c: 0.1)
+    (None, dtype('float32'), None)
+  """
+  dtype = getattr(value, 'dtype', None)
+  if is_schedule(value) or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    return None
+  return np.dtype(dtype)
+
+
+def _as_hyperparam(value, dtype=None) -> jax.Array:
+  """A 0-d array in ``dtype`` (default: :func:`given_dtype`); torch's 1-element
+  tensors (shape ``(1,)``) count as scalars."""
+  value = jnp.asarray(value, dtype=given_dtype(value) if dtype is None else dtype)
+  return value.reshape(()) if value.ndim else value
 
 
 def initial_hyperparams(spec: Mapping[str, PyTree]) -> dict[str, PyTree]:
   """The values the first step uses: constants as they are, schedules at count 0.
 
-  Each leaf of ``spec`` becomes a 0-d array in :func:`hyperparam_dtype`:
-  :math:`h = s(0)` for a schedule :math:`s`, else :math:`h = s`.
+  Each leaf of ``spec`` becomes a 0-d array (in :func:`given_dtype`; a schedule's
+  value in :func:`hyperparam_dtype`): :math:`h = s(0)` for a schedule :math:`s`,
+  else :math:`h = s`.
 
   Example:
     >>> from functional_optim.core.hyperparams import initial_hyperparams
@@ -113,7 +162,7 @@ def current_hyperparams(spec: Mapping[str, PyTree], stored: Mapping[str, PyTree]
   """
   def resolve(given, kept=None):
     if is_schedule(given):
-      return _as_hyperparam(given(count))
+      return _as_hyperparam(given(count), hyperparam_dtype())
     return _as_hyperparam(given if kept is None else kept)
 
   if stored is None:

@@ -47,3 +47,45 @@ def python_max(first: jax.Array, second: jax.Array) -> jax.Array:
     Array([1., 2., 1.], dtype=float32)
   """
   return jnp.where(second > first, second, first)
+
+
+# ----------------------------------------------------------------------------
+# Scalar arithmetic in torch's precisions: Python floats and tensor hyperparameters.
+
+
+def as_python_float(x: jax.Array) -> jax.Array:
+  """``x`` in the precision of torch's Python-float arithmetic: the hyperparameter dtype.
+
+  torch reads a param's float32 ``step`` with ``.item()`` and computes bias
+  corrections in double precision; ours run in the hyperparameter dtype (float64
+  under x64, else float32, JAX's default float).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from functional_optim.core.numerics import as_python_float
+    >>> with jax.enable_x64(True):
+    ...   print(as_python_float(jnp.float32(3.0)).dtype)
+    float64
+  """
+  return jnp.asarray(x).astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def in_dtype_of(x: jax.Array, tensor: jax.Array) -> jax.Array:
+  """``x`` rounded to ``tensor``'s dtype, as torch rounds a Python float that meets a tensor.
+
+  A hyperparameter given as a tensor (``lr=torch.tensor(1e-3)``, float32) stays a
+  tensor in torch's scalar arithmetic wherever torch does not call ``.item()``:
+  ``lr / bias_correction1`` casts the double ``bias_correction1`` to float32 and
+  divides in float32. Writing ``lr / in_dtype_of(bias_correction1, lr)`` does the
+  same, and is exact double arithmetic when ``lr`` is a Python float (stored in
+  the hyperparameter dtype).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from functional_optim.core.numerics import in_dtype_of
+    >>> with jax.enable_x64(True):
+    ...   lr = jnp.float32(1e-3)
+    ...   print((lr / in_dtype_of(jnp.float64(0.1), lr)).dtype)
+    float32
+  """
+  return jnp.asarray(x).astype(jnp.result_type(tensor))

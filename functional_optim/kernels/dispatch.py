@@ -35,11 +35,15 @@ def default_implementation() -> str:
 
 
 def choose_implementation(implementation: str | None, *, foreach: bool | None = None,
-                          fused: bool | None = None, differentiable: bool = False) -> str:
+                          fused: bool | None = None,
+                          differentiable: bool = False) -> str | None:
   """``implementation`` checked, or the one torch's ``foreach``/``fused`` flags name.
 
   ``fused=True`` means ``'fused'``, ``foreach=True`` ``'foreach'``,
-  ``foreach=False`` ``'loop'``; with neither, the backend's default.
+  ``foreach=False`` ``'loop'``; with neither, None: the backend's default,
+  which the transformation looks up when it is first used, not when it is
+  built (asking jax for its backend starts it, and a multi-process program must
+  call ``jax.distributed.initialize`` before that).
 
   Raises:
     RuntimeError: torch's exclusions (``fused`` with ``foreach`` or ``differentiable``).
@@ -57,7 +61,7 @@ def choose_implementation(implementation: str | None, *, foreach: bool | None = 
   check_implementation_flags(foreach, fused, differentiable)
   named = 'fused' if fused else 'foreach' if foreach else 'loop' if foreach is False else None
   if implementation is None:
-    return named or default_implementation()
+    return named
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got '
                      f'{implementation!r}')

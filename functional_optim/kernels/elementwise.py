@@ -35,6 +35,7 @@ from functional_optim.core.hyperparams import current_hyperparams, initial_hyper
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.tree import (
     check_float_params, check_gradient_tree, check_state_tree, flatten_like, is_none)
+from functional_optim.kernels.dispatch import default_implementation
 from functional_optim.kernels.foreach import init_packed, update_packed
 from functional_optim.kernels.packing import Packed, PackSpec, PerLeaf
 
@@ -164,7 +165,7 @@ def elementwise_transformation(
     math: Math,
     needs_params: bool,
     scalar_state: Mapping[str, float] | None = None,
-    implementation: str = 'loop',
+    implementation: str | None = 'loop',
 ) -> GradientTransformation:
   r"""Builds the transformation of an elementwise optimizer.
 
@@ -190,6 +191,8 @@ def elementwise_transformation(
       and ``'fused'`` as one Pallas kernel per dtype (XLA's packed run where no
       kernel compiles), both with packed state (see
       :mod:`functional_optim.kernels.foreach`). All three compute the same numbers.
+      None: the backend's default (``kernels.default_implementation``), looked up
+      at the first ``init`` or ``update``.
 
   Returns:
     A transformation whose ``update`` runs, for each leaf :math:`i` with a
@@ -226,6 +229,22 @@ def elementwise_transformation(
   hyperparams = dict(hyperparams)
   scalar_state = dict(scalar_state or {})
   kept = [k for k, make in buffers.items() if make is not None]
+  if implementation is None:
+    # The backend's default, looked up when the transformation is first used
+    # (see choose_implementation): asking jax for its backend starts it.
+    built = {}
+
+    def resolved():
+      chosen = default_implementation()
+      if chosen not in built:
+        built[chosen] = elementwise_transformation(
+            name=name, state_cls=state_cls, hyperparams=hyperparams, buffers=buffers,
+            scalars=scalars, math=math, needs_params=needs_params,
+            scalar_state=scalar_state, implementation=chosen)
+      return built[chosen]
+
+    return GradientTransformation(lambda params: resolved().init(params),
+                                  lambda *args, **kwargs: resolved().update(*args, **kwargs))
   packed = implementation != 'loop'
   kernel = fused_kernel if implementation == 'fused' else run_math
   other_options = (f'it was made by {name} with other options or for other params: '

@@ -97,7 +97,11 @@ from typing import Any, Iterator, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import pallas as pl
+
+try:  # The public Pallas API (jax >= 0.12); the backend modules (Triton, Mosaic GPU)
+  from jax import pallas as pl  # stay under jax.experimental.pallas.
+except ImportError:  # jax 0.10 and 0.11 have Pallas under jax.experimental only.
+  from jax.experimental import pallas as pl
 
 from functional_optim.kernels.elementwise import Math, compute_dtype, run_math
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_optim.core.hyperparams import hyperparam_dtype, set_hyperparams
+from functional_optim.core.hyperparams import given_dtype, set_hyperparams
 from functional_optim.core.transform import GradientTransformation, apply_updates
 from functional_optim.distributed.sharding import init_sharded
 from functional_optim.kernels.packing import pack_state, unpack_state
@@ -62,6 +62,21 @@ def _to_numpy(value) -> np.ndarray:
       return np.asarray(value.float().numpy()).astype(jnp.bfloat16)
     return value.numpy().copy()
   return np.array(value)
+
+
+def _as_tuple(value):
+  return tuple(value) if isinstance(value, list) else value  # betas edited or loaded as a list
+
+
+def _data_dtype(value) -> np.dtype:
+  """The dtype a numeric hyperparameter runs in: a tensor's or array's own, a
+  number's :func:`hyperparam_dtype` (see ``core.hyperparams.given_dtype``)."""
+  return given_dtype(_to_numpy(value) if hasattr(value, 'dtype') else value)
+
+
+def _as_data(value) -> np.ndarray:
+  """A numeric hyperparameter of a param group as the array the compiled step takes."""
+  return np.asarray(_to_numpy(value), _data_dtype(value))
 
 
 def _casts_to(source, target) -> bool:
@@ -231,7 +246,13 @@ class Optimizer:
     return [id(leaf) for leaf in jax.tree.leaves(params)]
 
   def _signature(self, group) -> tuple:
-    return tuple((k, _freeze(group[k])) for k in self.defaults if k not in self._dynamic)
+    # A numeric hyperparameter's value is data, its dtype is not: a Python float
+    # and a float32 tensor lr run different scalar arithmetic (given_dtype).
+    structural = tuple((k, _freeze(group[k])) for k in self.defaults
+                       if k not in self._dynamic)
+    dtypes = tuple((k, _freeze(jax.tree.map(_data_dtype, _as_tuple(group[k]))))
+                   for k in self._dynamic)
+    return structural + dtypes
 
   def _build(self, group) -> GradientTransformation:
     """The group's functional transformation; numeric hyperparameters enter as arrays."""
@@ -239,17 +260,12 @@ class Optimizer:
     for name in self.defaults:
       value = group[name]
       if name in self._dynamic:
-        value = jax.tree.map(lambda v: jnp.asarray(_to_numpy(v), hyperparam_dtype()), value)
+        value = jax.tree.map(lambda v: jnp.asarray(_as_data(v)), _as_tuple(value))
       kwargs[name] = value
     return type(self)._builder(**kwargs)
 
   def _hyperparams(self, group) -> dict[str, Any]:
-    dtype = hyperparam_dtype()
-    def as_data(value):
-      if isinstance(value, list):  # betas edited or loaded as a list
-        value = tuple(value)
-      return jax.tree.map(lambda v: np.asarray(_to_numpy(v), dtype), value)
-    return {name: as_data(group[name]) for name in self._dynamic}
+    return {name: jax.tree.map(_as_data, _as_tuple(group[name])) for name in self._dynamic}
 
   def _refresh_structure(self) -> None:
     """Rebuilds a group's transformation when a structural option was edited."""
@@ -260,9 +276,10 @@ class Optimizer:
       transform = self._build(group)
       fresh = init_sharded(transform, self._sources[i].tree)
       # Edits of foreach/fused change the layout: carry the state over per leaf.
+      # The hyperparameters are the group's (their dtypes may be what changed).
       old, plain = unpack_state(self._states[i]), unpack_state(fresh)
       kept = {f: getattr(old, f) for f in plain._fields
-              if f in old._fields and getattr(plain, f) is not None
+              if f in old._fields and f != 'hyperparams' and getattr(plain, f) is not None
               and getattr(old, f) is not None}
       self._transforms[i], self._signatures[i] = transform, signature
       self._states[i] = pack_state(plain._replace(**kept), fresh)

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.numerics import lerp
+from functional_optim.core.numerics import in_dtype_of, lerp
 from functional_optim.core.validation import check_at_least, check_beta, check_pair
 
 
@@ -62,8 +62,13 @@ def weight_decay_scalars(hp) -> dict[str, jax.Array]:
   """``λ`` for the coupled form and ``1 − γλ`` for the decoupled one, if decay is on."""
   if 'weight_decay' not in hp:
     return {}
-  return {'weight_decay': hp['weight_decay'],
-          'decay_factor': 1 - hp['lr'] * hp['weight_decay']}
+  return {'weight_decay': hp['weight_decay'], 'decay_factor': decay_factor(hp)}
+
+
+def decay_factor(hp) -> jax.Array:
+  """``1 − γλ``, torch's ``1 - lr * weight_decay``: in a tensor lr's dtype when it is one."""
+  lr = hp['lr']
+  return 1 - lr * in_dtype_of(hp['weight_decay'], lr)
 
 
 def decayed_gradient(grad, param, s, *, maximize: bool, weight_decay: bool,

@@ -9,13 +9,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from functional_optim.core.hyperparams import ScalarOrSchedule
-from functional_optim.core.numerics import lerp, python_max
+from functional_optim.core.hyperparams import ScalarOrSchedule, array_dtype
+from functional_optim.core.numerics import as_python_float, in_dtype_of, lerp, python_max
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
     check_at_least, check_at_most, check_pair, is_zero)
 from functional_optim.kernels.elementwise import elementwise_transformation
-from functional_optim.optimizers._shared import ascent_or_descent, decoupled_weight_decay
+from functional_optim.optimizers._shared import (
+    ascent_or_descent, decay_factor, decoupled_weight_decay)
 
 
 class AdafactorState(NamedTuple):
@@ -76,11 +77,16 @@ def _mean_square(g, axis):
 
 
 def _adafactor_scalars(step, hp):
-  t = step.astype(hp['lr'].dtype)
+  t = as_python_float(step)
+  lr = hp['lr']
   eps1, eps2 = hp['eps']
+  # torch's rho_t = min(lr, 1 / step ** 0.5): Python's min, which keeps lr (a
+  # tensor, if it is one) unless the other compares smaller, in lr's dtype.
+  rho_is_lr = ~(in_dtype_of(1 / t ** 0.5, lr) < lr)
   scalars = {
       'decay_weight': t ** hp['beta2_decay'],  # torch's one_minus_beta2_t
-      'rho': jnp.minimum(hp['lr'], 1 / t ** 0.5),
+      'rho': jnp.where(rho_is_lr, lr.astype(t.dtype), 1 / t ** 0.5),
+      'rho_is_lr': rho_is_lr,
       'eps2': eps2,
       'd': hp['d'],
   }
@@ -88,7 +94,7 @@ def _adafactor_scalars(step, hp):
     scalars['eps1'] = eps1
     scalars['eps1_squared'] = eps1 * eps1
   if 'weight_decay' in hp:
-    scalars['decay_factor'] = 1 - hp['lr'] * hp['weight_decay']
+    scalars['decay_factor'] = decay_factor(hp)
   return scalars
 
 
@@ -105,7 +111,7 @@ def _second_moment(g, buffers, s, eps1):
   return v, {**buffers, 'row_var': row_var, 'col_var': col_var}
 
 
-def _adafactor_math(grad, param, buffers, s, *, maximize, weight_decay):
+def _adafactor_math(grad, param, buffers, s, *, maximize, weight_decay, lr_dtype=None):
   g = ascent_or_descent(grad, maximize)
   if 'eps1' in s:
     eps1, eps1_squared = s['eps1'], s['eps1_squared']
@@ -114,11 +120,18 @@ def _adafactor_math(grad, param, buffers, s, *, maximize, weight_decay):
     eps1_squared = eps1 * eps1
   # The relative step size uses the param before weight decay, as torch's does.
   # torch takes these two maxima with Python's max, which a NaN second argument loses.
-  alpha = python_max(s['eps2'], _l2_norm(param) / param.size ** 0.5) * s['rho']
+  relative_scale = python_max(s['eps2'], _l2_norm(param) / param.size ** 0.5)
   v, new_buffers = _second_moment(g, buffers, s, eps1)
   u = lax.rsqrt(jnp.maximum(v, eps1_squared)) * g
   clip = python_max(1.0, _l2_norm(u) / (u.size ** 0.5 * s['d']))
-  update = (-alpha / clip) * u
+  step_size = -(relative_scale * s['rho']) / clip
+  if lr_dtype is not None:
+    # torch's alpha = max(...) * rho_t and -alpha / denom are tensor arithmetic
+    # in a tensor lr's dtype when rho_t is that lr.
+    as_tensor = lambda x: x.astype(lr_dtype)
+    tensor_step_size = -(as_tensor(relative_scale) * as_tensor(s['rho'])) / as_tensor(clip)
+    step_size = jnp.where(s['rho_is_lr'], tensor_step_size.astype(g.dtype), step_size)
+  update = step_size * u
   if weight_decay:
     update = decoupled_weight_decay(param, s['decay_factor']) + update
   return update, new_buffers
@@ -213,7 +226,8 @@ def adafactor(
       buffers={'row_var': _init_row_var, 'col_var': _init_col_var,
                'variance': _init_variance},
       scalars=_adafactor_scalars,
-      math=partial(_adafactor_math, maximize=maximize, weight_decay=has_weight_decay),
+      math=partial(_adafactor_math, maximize=maximize, weight_decay=has_weight_decay,
+                   lr_dtype=array_dtype(lr)),
       needs_params=True,  # The step size is relative to the param's RMS.
   )
 

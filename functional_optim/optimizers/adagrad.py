@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule, is_schedule
+from functional_optim.core.numerics import as_python_float, in_dtype_of
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
     check_at_least, is_zero)
@@ -47,10 +48,12 @@ def _initial_sum(param: jax.Array, initial_accumulator_value) -> jax.Array:
 
 
 def _adagrad_scalars(step, hp):
-  t = step.astype(hp['lr'].dtype)
+  t = as_python_float(step)
+  lr = hp['lr']
   scalars = {
-      # The decay counts from the second step: the first step uses lr itself.
-      'clr': hp['lr'] / (1 + (t - 1) * hp['lr_decay']),
+      # The decay counts from the second step: the first step uses lr itself. A
+      # tensor lr divides in its dtype, as in torch.
+      'clr': lr / in_dtype_of(1 + (t - 1) * hp['lr_decay'], lr),
       'eps': hp['eps'],
   }
   scalars.update(weight_decay_scalars(hp))

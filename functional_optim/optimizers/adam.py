@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.numerics import as_python_float, in_dtype_of
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import is_zero
 from functional_optim.kernels.dispatch import choose_implementation
@@ -42,12 +43,14 @@ class AdamState(NamedTuple):
 
 
 def _adam_scalars(step, hp):
-  t = step.astype(hp['lr'].dtype)
+  t = as_python_float(step)
+  lr = hp['lr']
   beta1, beta2 = hp['betas']
   return {
       **moment_scalars(hp),
       **weight_decay_scalars(hp),
-      'step_size': hp['lr'] / (1 - beta1 ** t),
+      # torch divides a tensor lr as a tensor: in its dtype (core.numerics.in_dtype_of).
+      'step_size': lr / in_dtype_of(1 - beta1 ** t, lr),
       'bias_correction2_sqrt': jnp.sqrt(1 - beta2 ** t),
       'eps': hp['eps'],
   }

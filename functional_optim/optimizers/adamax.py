@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
-from functional_optim.core.numerics import lerp
+from functional_optim.core.numerics import as_python_float, in_dtype_of, lerp
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import is_zero
 from functional_optim.kernels.dispatch import choose_implementation
@@ -39,13 +39,14 @@ class AdamaxState(NamedTuple):
 
 
 def _adamax_scalars(step, hp):
-  t = step.astype(hp['lr'].dtype)
+  t = as_python_float(step)
+  lr = hp['lr']
   beta1, beta2 = hp['betas']
   scalars = {
       'one_minus_beta1': 1 - beta1,
       'beta2': beta2,
       # Only the first moment is bias-corrected: the max norm needs none.
-      'step_size': hp['lr'] / (1 - beta1 ** t),
+      'step_size': lr / in_dtype_of(1 - beta1 ** t, lr),  # a tensor lr's dtype
       'eps': hp['eps'],
   }
   scalars.update(weight_decay_scalars(hp))

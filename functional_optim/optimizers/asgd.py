@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.numerics import as_python_float, in_dtype_of
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
     check_at_least, concrete_value, is_zero)
@@ -46,16 +47,20 @@ class ASGDState(NamedTuple):
 
 
 def _asgd_scalars(step, hp, *, eta, mu):
-  t = step.astype(hp['lr'].dtype)
+  t = as_python_float(step)
   lr, lambd = hp['lr'], hp['lambd']
   eta = jnp.where(step == 1, lr.astype(jnp.float32), eta).astype(t.dtype)
+  # torch's lr / ((1 + lambd * lr * step) ** alpha): Python floats, or tensor
+  # arithmetic in a tensor lr's dtype. The power is taken in double precision and
+  # rounded, which is what the C library's powf returns but for ties within 1e-15.
+  base = 1 + in_dtype_of(lambd, lr) * lr * in_dtype_of(t, lr)
   scalars = {
       'shrink_factor': 1 - lambd * eta,  # the lambd shrink, not weight decay
       'step_size': eta,
       'averaging_weight': mu,
       # This step's eta and mu came from the previous step; these are the next's,
       # from the current lr (stored as float32 by the kernel).
-      'eta': lr / (1 + lambd * lr * t) ** hp['alpha'],
+      'eta': lr / in_dtype_of(as_python_float(base) ** hp['alpha'], lr),
       'mu': 1 / jnp.maximum(1.0, t - hp['t0']),
   }
   scalars.update(weight_decay_scalars(hp))

@@ -9,12 +9,12 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.hyperparams import ScalarOrSchedule, array_dtype
 from functional_optim.core.numerics import lerp
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import check_at_least, is_zero
 from functional_optim.kernels.elementwise import elementwise_transformation
-from functional_optim.optimizers._shared import decoupled_weight_decay
+from functional_optim.optimizers._shared import decay_factor, decoupled_weight_decay
 
 #: Keller Jordan's quintic coefficients (torch's defaults).
 DEFAULT_NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)
@@ -139,17 +139,20 @@ def _muon_scalars(step, hp):
       'ns_a': a, 'ns_b': b, 'ns_c': c,
   }
   if 'weight_decay' in hp:
-    scalars['decay_factor'] = 1 - hp['lr'] * hp['weight_decay']
+    scalars['decay_factor'] = decay_factor(hp)
   return scalars
 
 
 def _muon_math(grad, param, buffers, s, *, nesterov, ns_steps, adjust_lr_fn,
-               weight_decay):
+               weight_decay, lr_dtype=None):
   buf = lerp(buffers['momentum_buffer'], grad, s['one_minus_momentum'])
   direction = lerp(grad, buf, s['momentum']) if nesterov else buf
   ortho = newton_schulz(direction, (s['ns_a'], s['ns_b'], s['ns_c']), ns_steps,
                         s['eps']).astype(grad.dtype)
-  update = -(s['lr'] * adjusted_lr_ratio(adjust_lr_fn, grad.shape)) * ortho
+  # torch's ``lr * adjusted_ratio``: a tensor lr multiplies in its own dtype.
+  lr = s['lr'] if lr_dtype is None else s['lr'].astype(lr_dtype)
+  adjusted_lr = (lr * adjusted_lr_ratio(adjust_lr_fn, grad.shape)).astype(grad.dtype)
+  update = -adjusted_lr * ortho
   if weight_decay:
     update = decoupled_weight_decay(param, s['decay_factor']) + update
   return update, {'momentum_buffer': buf}
@@ -253,7 +256,8 @@ def muon(
       buffers={'momentum_buffer': jnp.zeros_like},
       scalars=_muon_scalars,
       math=partial(_muon_math, nesterov=nesterov, ns_steps=ns_steps,
-                   adjust_lr_fn=adjust_lr_fn, weight_decay=has_weight_decay),
+                   adjust_lr_fn=adjust_lr_fn, weight_decay=has_weight_decay,
+                   lr_dtype=array_dtype(lr)),
       needs_params=has_weight_decay,
   )
 

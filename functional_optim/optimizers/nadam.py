@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.numerics import as_python_float, in_dtype_of
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import (
     check_at_least, is_zero)
@@ -43,7 +44,7 @@ class NAdamState(NamedTuple):
 
 
 def _nadam_scalars(step, hp, *, mu_product):
-  t = step.astype(hp['lr'].dtype)
+  t = as_python_float(step)
   lr = hp['lr']
   beta1, beta2 = hp['betas']
   psi = hp['momentum_decay']
@@ -58,8 +59,11 @@ def _nadam_scalars(step, hp, *, mu_product):
       **weight_decay_scalars(hp),
       'bias_correction2': 1 - beta2 ** t,
       'eps': hp['eps'],
-      'grad_step_size': -lr * (1.0 - mu) / (1.0 - stored_product),
-      'momentum_step_size': (-lr * mu_next) / (1.0 - stored_product * mu_next),
+      # torch's Python-float factors meet a tensor lr in its dtype.
+      'grad_step_size': (-lr * in_dtype_of(1.0 - mu, lr)
+                         / in_dtype_of(1.0 - stored_product, lr)),
+      'momentum_step_size': ((-lr * in_dtype_of(mu_next, lr))
+                             / in_dtype_of(1.0 - stored_product * mu_next, lr)),
       'mu_product': mu_product,
   }
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.numerics import as_python_float
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.validation import is_zero
 from functional_optim.kernels.dispatch import choose_implementation
@@ -55,7 +56,7 @@ def _rectification(t, beta2, bias_correction2):
 
 
 def _radam_scalars(step, hp):
-  t = step.astype(hp['lr'].dtype)
+  t = as_python_float(step)
   beta1, beta2 = hp['betas']
   bias_correction2 = 1 - beta2 ** t
   rectified, rect = _rectification(t, beta2, bias_correction2)

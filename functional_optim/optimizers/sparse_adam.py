@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax.experimental import sparse
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.numerics import as_python_float, in_dtype_of
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.core.tree import check_gradient_tree, check_state_tree
 from functional_optim.core.validation import check_beta, check_greater_than, check_pair
@@ -38,13 +39,16 @@ class SparseAdamState(NamedTuple):
 
 
 def _sparse_adam_scalars(step, hp):
-  t = step.astype(hp['lr'].dtype)
+  t = as_python_float(step)
+  lr = hp['lr']
   beta1, beta2 = hp['betas']
   return {
       'one_minus_beta1': 1 - beta1,
       'one_minus_beta2': 1 - beta2,
       # Both bias corrections go into the step size: eps is not corrected.
-      'step_size': hp['lr'] * jnp.sqrt(1 - beta2 ** t) / (1 - beta1 ** t),
+      # torch: lr * math.sqrt(bc2) / bc1, tensor arithmetic for a tensor lr.
+      'step_size': (lr * in_dtype_of(jnp.sqrt(1 - beta2 ** t), lr)
+                    / in_dtype_of(1 - beta1 ** t, lr)),
       'eps': hp['eps'],
   }
 
