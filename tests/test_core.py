@@ -19,6 +19,7 @@ def _step(tx, params=PARAMS, grads=GRADS, state=None):
 
 
 def _assert_trees_equal(a, b):
+  """Bit for bit: for the same computation on the same values, or exact arithmetic."""
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
@@ -29,7 +30,8 @@ def _assert_trees_equal(a, b):
 def test_chain_applies_transforms_in_order():
   tx = fo.chain(fo.sgd(lr=1.0), fo.sgd(lr=0.5))
   updates, state = tx.update(GRADS, tx.init(PARAMS), PARAMS)
-  # sgd(1.0) turns g into -g; sgd(0.5) then scales by -0.5.
+  # sgd(1.0) turns g into -g; sgd(0.5) then scales by -0.5: sign flips and a
+  # power of two, exact on any CPU.
   _assert_trees_equal(updates, jax.tree.map(lambda g: 0.5 * g, GRADS))
   assert isinstance(state, tuple) and len(state) == 2
 
@@ -46,6 +48,7 @@ def test_our_transform_inside_optax_chain():
   theirs = optax.chain(optax.clip(0.5), fo.adam(lr=0.1))
   p1, _ = _step(ours, grads=jax.tree.map(lambda g: jnp.clip(g, -0.5, 0.5), GRADS))
   p2, _ = _step(theirs)
+  # Clipping is exact, so both run our Adam on the same gradients.
   _assert_trees_equal(p1, p2)
 
 
@@ -74,7 +77,7 @@ def test_apply_updates_keeps_dtype_and_skips_none():
   updates = {'a': jnp.full(3, 0.25, jnp.float32), 'b': jnp.full(2, 0.5), 'c': None}
   out = fo.apply_updates(params, updates)
   assert out['a'].dtype == jnp.bfloat16 and out['b'].dtype == jnp.float16
-  np.testing.assert_array_equal(out['a'].astype(jnp.float32), 1.25)
+  np.testing.assert_array_equal(out['a'].astype(jnp.float32), 1.25)  # a bfloat16: exact
   assert out['c'] is params['c']
 
 
@@ -117,6 +120,7 @@ def test_schedule_is_evaluated_at_the_step_count():
 
 
 def test_array_hyperparameter():
+  # Both hold lr as the same float32 array in the state: the same computation.
   p1, _ = _step(fo.adam(lr=jnp.asarray(0.1)))
   p2, _ = _step(fo.adam(lr=0.1))
   _assert_trees_equal(p1, p2)

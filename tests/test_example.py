@@ -1,4 +1,5 @@
-"""The digits example trains to > 95% test accuracy with Adam, in-process."""
+"""The examples, in-process: the digits example trains to > 95% test accuracy with
+Adam; the schedule gallery (which needs torch) draws every scheduler."""
 
 import pathlib
 import sys
@@ -17,10 +18,8 @@ def test_train_digits_reaches_95_percent(tmp_path):
   assert out.exists() and out.stat().st_size > 0
 
 
-import plot_schedules  # noqa: E402
-
-
-def test_plot_schedules_draws_every_scheduler_matching_torch(tmp_path):
+def test_plot_schedules_draws_every_scheduler_matching_torch(tmp_path, torch):
+  import plot_schedules  # here: it imports torch
   out = tmp_path / 'schedules.png'
   differences = plot_schedules.main(['--steps', '120', '--out', str(out)])
   assert len(differences) == 15  # 14 schedules + ReduceLROnPlateau

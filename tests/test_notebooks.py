@@ -8,7 +8,17 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parent.parent / 'notebooks').glob('*.ipynb'))
+from tests.common import imports_torch
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / 'notebooks').glob('*.ipynb'))
+
+
+def needs_torch(notebook) -> bool:
+  """Whether a code cell imports torch, or an example module that does (the
+  notebooks put examples/ on their path)."""
+  return any(imports_torch(cell.source, (ROOT / 'examples',))
+             for cell in notebook.cells if cell.cell_type == 'code')
 
 
 def test_the_notebooks_are_there():
@@ -18,8 +28,10 @@ def test_the_notebooks_are_there():
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
-def test_notebook_runs(path):
+def test_notebook_runs(path, request):
   notebook = nbformat.read(path, as_version=4)
+  if needs_torch(notebook):
+    request.getfixturevalue('torch')  # skips without torch
   # Run from the notebooks folder, as `jupyter` would; the repository is untouched.
   NotebookClient(notebook, timeout=120, kernel_name='python3',
                  resources={'metadata': {'path': str(path.parent)}}).execute()

@@ -5,12 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
 
 import functional_optim as fo
 from functional_optim.core.partition import MaskedNode, PartitionState, partition
 from functional_optim.optimizers.muon import muon
-from tests.parity.harness import assert_close
+from tests.parity.problem import assert_close
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -32,6 +31,8 @@ def _tx(labels=LABELS):
 
 
 def _assert_trees_equal(a, b):
+  """Bit for bit: partition hands each leaf to its transformation, which computes
+  on it what it computes without partition."""
   assert jax.tree.structure(a) == jax.tree.structure(b)
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
@@ -158,7 +159,7 @@ def _recipe_label(path, p):
   return 'muon' if p.ndim == 2 and not is_embedding else 'adamw'
 
 
-def test_muon_and_adamw_match_torch(x64):
+def test_muon_and_adamw_match_torch(x64, torch):
   """30 free-running float64 steps agree with torch.optim.Muon + torch.optim.AdamW.
 
   Observed: params within 2e-15, relative; every state field within 2% of the

@@ -2,10 +2,9 @@
 
 import jax.numpy as jnp
 import pytest
-import torch
 
 import functional_optim as fo
-from tests.parity.harness import assert_same_error_as_torch
+from tests.common import assert_same_error_as_torch
 
 BAD = [
     ('SGD', dict(lr=-0.1)),
@@ -33,7 +32,7 @@ OURS = {'SGD': fo.sgd, 'Adam': fo.adam, 'AdamW': fo.adamw}
 
 
 @pytest.mark.parametrize('name,kwargs', BAD, ids=[f'{n}-{k}' for n, k in BAD])
-def test_same_error_as_torch(name, kwargs):
+def test_same_error_as_torch(name, kwargs, torch):
   assert_same_error_as_torch(getattr(torch.optim, name), OURS[name], kwargs)
 
 

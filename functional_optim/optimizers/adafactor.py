@@ -200,8 +200,8 @@ def adafactor(
     >>> params = jnp.array([3.0, -4.0])
     >>> state = tx.init(params)
     >>> updates, state = tx.update(jnp.array([0.5, -2.0]), state, params)
-    >>> updates  # α = RMS(θ)·min(lr, 1) ≈ 0.354; U = sign(g) has RMS 1
-    Array([-0.35355338,  0.35355338], dtype=float32)
+    >>> updates.round(4)  # α = RMS(θ)·min(lr, 1) ≈ 0.354; U = sign(g) has RMS 1
+    Array([-0.3536,  0.3536], dtype=float32)
     >>> state.variance
     Array([0.25, 4.  ], dtype=float32)
   """

@@ -76,9 +76,8 @@ def newton_schulz(x: jax.Array, coefficients: Sequence[Any], steps: int,
     >>> from functional_optim.optimizers.muon import newton_schulz
     >>> o = newton_schulz(jnp.array([[3.0, 0.0], [0.0, 0.5]]),
     ...                   (3.4445, -4.775, 2.0315), steps=5, eps=1e-7)
-    >>> o.astype(jnp.float32)
-    Array([[0.73046875, 0.        ],
-           [0.        , 1.046875  ]], dtype=float32)
+    >>> o.dtype, [round(float(v), 1) for v in jnp.diag(o)]  # both pushed towards 1
+    (dtype(bfloat16), [0.7, 1.0])
   """
   if x.ndim != 2:
     raise ValueError('Input tensor gradient must be a 2D matrix')
@@ -234,9 +233,9 @@ def muon(
     >>> state = tx.init(params)
     >>> updates, state = tx.update({'w': jnp.array([[4.0, 0.0], [0.0, 1.0]])},
     ...                            state, params)
-    >>> fo.apply_updates(params, updates)['w']  # Both directions move alike.
-    Array([[0.9833906, 0.       ],
-           [0.       , 0.9833906]], dtype=float32)
+    >>> new = fo.apply_updates(params, updates)['w']  # Both directions move alike.
+    >>> [round(float(v), 3) for v in jnp.diag(new)], float(new[0, 1])
+    ([0.983, 0.983], 0.0)
   """
   check_at_least(lr, 'lr', 'Learning rate should be >= 0 but is')
   check_at_least(momentum, 'momentum', 'momentum should be >= 0 but is')

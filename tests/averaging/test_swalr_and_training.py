@@ -8,18 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from torch.optim import swa_utils as T
 
 import functional_optim as fo
 from functional_optim import averaging as A
 
 
-def torch_swalr(steps, lr, **kwargs):
+def torch_swalr(torch, steps, lr, **kwargs):
   opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')
-    scheduler = T.SWALR(opt, **kwargs)
+    scheduler = torch.optim.swa_utils.SWALR(opt, **kwargs)
     lrs = [opt.param_groups[0]['lr']]
     for _ in range(steps):
       opt.step()
@@ -34,8 +32,8 @@ def torch_swalr(steps, lr, **kwargs):
     dict(swa_lr=0.01, anneal_epochs=0, anneal_strategy='linear'),
     dict(swa_lr=0.3, anneal_epochs=25, anneal_strategy='cos'),
 ], ids=str)
-def test_swalr_matches_torch(x64, kwargs):
-  expected = torch_swalr(40, 0.1, **kwargs)
+def test_swalr_matches_torch(x64, kwargs, torch):
+  expected = torch_swalr(torch, 40, 0.1, **kwargs)
   schedule = A.swalr(0.1, **kwargs)
   got = np.asarray(jax.jit(lambda c: jax.lax.map(schedule, c))(jnp.arange(41)))
   np.testing.assert_allclose(got, expected, rtol=1e-12)
@@ -46,12 +44,12 @@ def test_swalr_matches_torch(x64, kwargs):
     (dict(anneal_epochs=-1), 'anneal_epochs'),
     (dict(anneal_epochs=2.5), 'anneal_epochs'),
 ])
-def test_swalr_bad_arguments_raise_as_torch(kwargs, match):
+def test_swalr_bad_arguments_raise_as_torch(kwargs, match, torch):
   with pytest.raises(ValueError, match=match):
     A.swalr(0.1, 0.05, **kwargs)
   opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
   with pytest.raises(ValueError, match=match):
-    T.SWALR(opt, 0.05, **kwargs)
+    torch.optim.swa_utils.SWALR(opt, 0.05, **kwargs)
 
 
 def regression_problem():

@@ -6,9 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from flax import nnx
-from torch.optim import swa_utils as T
 
 from functional_optim.averaging import update_bn
 
@@ -18,22 +16,27 @@ BATCHES = [(rng.normal(2.0, 3.0, size=(n, 6, 3)).astype(np.float32), None)
            for n in (16, 16, 16, 5)]
 
 
-class TorchNet(torch.nn.Module):
-  def __init__(self):
-    super().__init__()
-    torch.manual_seed(0)
-    self.fc1, self.bn1 = torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5)
-    self.fc2, self.bn2 = torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4)
-    self.unused = torch.nn.BatchNorm1d(4)
+def torch_net(torch):
+  """The torch model: fc1, bn1, relu, fc2, mean over L, bn2; and a BatchNorm never called."""
 
-  def forward(self, x):  # x: (N, L, 3); BatchNorm1d wants channels second
-    h = self.bn1(self.fc1(x).transpose(1, 2)).transpose(1, 2).relu()
-    return self.bn2(self.fc2(h).mean(1))
+  class TorchNet(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      torch.manual_seed(0)
+      self.fc1, self.bn1 = torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5)
+      self.fc2, self.bn2 = torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4)
+      self.unused = torch.nn.BatchNorm1d(4)
+
+    def forward(self, x):  # x: (N, L, 3); BatchNorm1d wants channels second
+      h = self.bn1(self.fc1(x).transpose(1, 2)).transpose(1, 2).relu()
+      return self.bn2(self.fc2(h).mean(1))
+
+  return TorchNet()
 
 
-def torch_stats():
-  net = TorchNet()
-  T.update_bn([(torch.tensor(x), y) for x, y in BATCHES], net)
+def torch_stats(torch):
+  net = torch_net(torch)
+  torch.optim.swa_utils.update_bn([(torch.tensor(x), y) for x, y in BATCHES], net)
   return net, {name: (bn.running_mean.numpy(), bn.running_var.numpy())
                for name, bn in [('bn1', net.bn1), ('bn2', net.bn2), ('unused', net.unused)]}
 
@@ -44,11 +47,14 @@ def copy_dense(torch_linear):
 
 
 class NnxNet(nnx.Module):
-  def __init__(self, net: TorchNet):
+  """The nnx model; its dense layers copy the torch model's when one is given."""
+
+  def __init__(self, net=None):
     rngs = nnx.Rngs(0)
     self.fc1, self.fc2 = nnx.Linear(3, 5, rngs=rngs), nnx.Linear(5, 4, rngs=rngs)
-    for ours, theirs in [(self.fc1, net.fc1), (self.fc2, net.fc2)]:
-      ours.kernel[...], ours.bias[...] = copy_dense(theirs)
+    if net is not None:
+      for ours, theirs in [(self.fc1, net.fc1), (self.fc2, net.fc2)]:
+        ours.kernel[...], ours.bias[...] = copy_dense(theirs)
     self.bn1, self.bn2 = nnx.BatchNorm(5, rngs=rngs), nnx.BatchNorm(4, rngs=rngs)
     self.unused = nnx.BatchNorm(4, rngs=rngs)
     self.dropout = nnx.Dropout(0.0, rngs=rngs)
@@ -72,8 +78,8 @@ def assert_stats(mean, var, expected):
   np.testing.assert_allclose(var, expected[1], rtol=2e-5, atol=2e-6)
 
 
-def test_nnx_statistics_match_torch_and_modes_are_restored():
-  net, expected = torch_stats()
+def test_nnx_statistics_match_torch_and_modes_are_restored(torch):
+  net, expected = torch_stats(torch)
   model = NnxNet(net)
   model.eval()
   model.unused.mean[...] = jnp.full(4, 7.0)  # stale statistics of a layer never called
@@ -87,7 +93,7 @@ def test_nnx_statistics_match_torch_and_modes_are_restored():
 
 
 def test_nnx_modes_are_restored_when_the_model_raises():
-  model = NnxNet(TorchNet())
+  model = NnxNet()
   model.eval()
   with pytest.raises(TypeError):
     update_bn([(np.zeros((2, 6, 7), np.float32), None)], model)  # wrong feature size
@@ -95,8 +101,8 @@ def test_nnx_modes_are_restored_when_the_model_raises():
   assert nnx.BatchNorm.__call__.__qualname__ == 'BatchNorm.__call__'
 
 
-def test_linen_statistics_match_torch():
-  net, expected = torch_stats()
+def test_linen_statistics_match_torch(torch):
+  net, expected = torch_stats(torch)
   model = LinenNet()
   variables = model.init(nnx.Rngs(0)(), BATCHES[0][0])
   params = dict(variables['params'])

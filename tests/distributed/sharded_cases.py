@@ -21,6 +21,14 @@ from functional_optim.distributed import (
 
 STEPS = 10
 
+# A sharded run and an unsharded one, or runs on meshes of other sizes, are
+# different XLA programs (other loop bounds and vector widths): a step may round
+# an element an ulp apart, and later steps carry it. After 10 steps on values of
+# order 1 that stays within a few float32 ulps of 1 (observed: 3.6e-7 at 1.09 and
+# 1.3e-7 at -0.0087 on jax 0.12.1), so such runs agree to ATOL absolute.
+# The same program on the same mesh runs bit for bit.
+RTOL, ATOL = 2e-6, 1e-6
+
 
 def mesh_of(shape, names, explicit=False):
   devices = np.array(jax.devices()[:int(np.prod(shape))]).reshape(shape)
@@ -100,7 +108,7 @@ def test_state_follows_param_sharding_and_results_match_one_device(name, explici
   want_params, want_state = unsharded_run(tx)
   for got, want in zip(jax.tree.leaves((got_params, got_state)),
                        jax.tree.leaves((want_params, want_state))):
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=RTOL, atol=ATOL)
 
 
 def bytes_on(device, tree):
@@ -130,7 +138,7 @@ def test_zero1_holds_an_eighth_of_the_state_per_device_and_matches():
   want_params, want_state = unsharded_run(tx)
   for got, want in zip(jax.tree.leaves((got_params, got_state)),
                        jax.tree.leaves((want_params, want_state))):
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=RTOL, atol=ATOL)
 
 
 def test_facade_keeps_sharded_params_and_state_sharded():
@@ -145,11 +153,11 @@ def test_facade_keeps_sharded_params_and_state_sharded():
   for key, sharding in param_shardings.items():
     assert opt.params[key].sharding.is_equivalent_to(sharding, opt.params[key].ndim)
     assert opt.opt_state.exp_avg[key].sharding.is_equivalent_to(sharding, opt.params[key].ndim)
-    np.testing.assert_allclose(opt.params[key], reference.params[key], rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(opt.params[key], reference.params[key], rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize('devices', [4, 2])
-def test_checkpoint_restores_onto_another_mesh_and_resumes_bit_for_bit(tmp_path, devices):
+def test_checkpoint_restores_onto_another_mesh_and_resumes(tmp_path, devices):
   tx = fo.partition({'a': fo.adam(lr=1e-2), 'b': fo.sgd(lr=0.1, momentum=0.9)},
                     {'w': 'a', 'b': 'b', 'scale': 'b'})
   eight = mesh_of((8,), ('data',))
@@ -172,7 +180,7 @@ def test_checkpoint_restores_onto_another_mesh_and_resumes_bit_for_bit(tmp_path,
   resumed, resumed_state = train(tx, params, restored, 5, start=5)
   for got, want in zip(jax.tree.leaves((resumed, resumed_state)),
                        jax.tree.leaves((uninterrupted, uninterrupted_state))):
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize('devices', [8, 4])
@@ -204,4 +212,4 @@ def test_facade_checkpoint_resumes_as_if_uninterrupted(tmp_path, devices):
     if devices == 8:  # the same program: bit for bit
       np.testing.assert_array_equal(got, want)
     else:  # other shard shapes compile to other loops: an ulp may differ
-      np.testing.assert_allclose(got, want, rtol=3e-7, atol=0)
+      np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 import functional_optim as fo
 from functional_optim import optim
@@ -136,7 +135,7 @@ def test_layout_mismatches_are_named():
 
 
 @pytest.mark.parametrize('flags', [dict(foreach=True), dict(fused=True)])
-def test_facade_keeps_torchs_state_dict_with_packed_state(flags):
+def test_facade_keeps_torchs_state_dict_with_packed_state(flags, torch):
   """``optim.AdamW(..., fused=True)`` packs its state; its state_dict is still torch's."""
   rng = np.random.default_rng(0)
   w0, b0 = rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
@@ -156,6 +155,7 @@ def test_facade_keeps_torchs_state_dict_with_packed_state(flags):
   loaded = optim.AdamW({'b': jnp.asarray(b0), 'w': jnp.asarray(w0)}, lr=0.1, **flags)
   loaded.load_state_dict(theirs.state_dict())
   assert isinstance(loaded.opt_state.exp_avg, fo.kernels.Packed)
+  # Loading copies torch's float32 values.
   np.testing.assert_array_equal(loaded.state_dict()['state'][1]['exp_avg'],
                                 theirs.state[tw]['exp_avg'].numpy())
   # Switching the implementation in a param group carries the state over.

@@ -224,6 +224,7 @@ def test_without_param_and_with_a_missing_buffer():
   grad = jnp.arange(16 * LANES, dtype=jnp.float32).reshape(16, LANES) - 1000
   buffers = {'total': jnp.ones((16, LANES)), 'unused': None}
   update, new_buffers = fused_update(math, grad, None, buffers, {'lr': 0.5}, block_rows=8)
+  # Halves and small integers: exact.
   np.testing.assert_array_equal(update, -0.5 * jnp.sign(grad))
   np.testing.assert_array_equal(new_buffers['total'], grad + 1)
   assert new_buffers['unused'] is None

@@ -14,7 +14,6 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from functional_optim import optim
 
@@ -28,9 +27,9 @@ SGD2_MOMENTUM = ('SGD', (0.1, 0.05), {'momentum': 0.9})
 ADAM2 = ('Adam', (0.1, 0.05), {})
 
 
-def optimizers(kind: str = 'SGD', lrs=(0.1,), **kwargs):
+def optimizers(torch, kind: str = 'SGD', lrs=(0.1,), **kwargs):
   """Our facade optimizer and torch's, with one group (one 2-vector) per lr."""
-  return ours_optimizer(kind, lrs, **kwargs), torch_optimizer(kind, lrs, **kwargs)
+  return ours_optimizer(kind, lrs, **kwargs), torch_optimizer(torch, kind, lrs, **kwargs)
 
 
 def ours_optimizer(kind: str = 'SGD', lrs=(0.1,), **kwargs):
@@ -38,15 +37,15 @@ def ours_optimizer(kind: str = 'SGD', lrs=(0.1,), **kwargs):
                               **kwargs)
 
 
-def torch_optimizer(kind: str = 'SGD', lrs=(0.1,), **kwargs):
+def torch_optimizer(torch, kind: str = 'SGD', lrs=(0.1,), **kwargs):
   return getattr(torch.optim, kind)(
       [{'params': [torch.nn.Parameter(torch.zeros(2))], 'lr': lr} for lr in lrs], **kwargs)
 
 
-def both(factory, spec=SGD2):
+def both(torch, factory, spec=SGD2):
   """``factory(module, optimizer)`` built over ours and over torch's."""
   kind, lrs, kwargs = spec
-  ours_opt, torch_opt = optimizers(kind, lrs, **kwargs)
+  ours_opt, torch_opt = optimizers(torch, kind, lrs, **kwargs)
   with warnings.catch_warnings():
     # A SequentialLR starting with a ChainedScheduler steps the chain's children at
     # construction: both warn that the optimizer has not stepped yet.
@@ -197,14 +196,14 @@ PARITY = {
 
 
 @pytest.mark.parametrize('name', PARITY)
-def test_parity_with_torch(name):
+def test_parity_with_torch(name, torch):
   factory, steps, spec = PARITY[name]
-  ours, theirs = both(factory, spec)
+  ours, theirs = both(torch, factory, spec)
   run_both(ours, theirs, steps)
 
 
-def test_one_cycle_last_step_extrapolates_and_the_next_raises():
-  ours, theirs = both(lambda M, o: M.OneCycleLR(o, 1.0, total_steps=10, three_phase=True,
+def test_one_cycle_last_step_extrapolates_and_the_next_raises(torch):
+  ours, theirs = both(torch, lambda M, o: M.OneCycleLR(o, 1.0, total_steps=10, three_phase=True,
                                                 anneal_strategy='linear'), SGD1)
   run_both(ours, theirs, 10)
   assert ours.get_last_lr()[0] == pytest.approx(-0.007995, abs=1e-6)
@@ -213,8 +212,8 @@ def test_one_cycle_last_step_extrapolates_and_the_next_raises():
       scheduler.step()
 
 
-def test_constant_factor_zero_divides_by_zero_at_total_iters():
-  ours, theirs = both(lambda M, o: M.ConstantLR(o, factor=0.0, total_iters=2), SGD1)
+def test_constant_factor_zero_divides_by_zero_at_total_iters(torch):
+  ours, theirs = both(torch, lambda M, o: M.ConstantLR(o, factor=0.0, total_iters=2), SGD1)
   run_both(ours, theirs, 1)
   for scheduler in (ours, theirs):
     with pytest.raises(ZeroDivisionError), warnings.catch_warnings():
@@ -244,22 +243,22 @@ CLOSED_FORMS = {
 
 
 @pytest.mark.parametrize('name', CLOSED_FORMS)
-def test_step_with_epoch(name):
+def test_step_with_epoch(name, torch):
   spec = SGD2_MOMENTUM if name in ('cyclic', 'one_cycle') else SGD2
-  ours, theirs = both(CLOSED_FORMS[name], spec)
+  ours, theirs = both(torch, CLOSED_FORMS[name], spec)
   run_both(ours, theirs, len(EPOCHS), lambda i: (EPOCHS[i],))
 
 
 @pytest.mark.parametrize('T_mult', [1, 2, 3])
-def test_warm_restarts_fractional_epochs_interleaved(T_mult):
-  ours, theirs = both(lambda M, o: M.CosineAnnealingWarmRestarts(o, 4, T_mult, 0.01))
+def test_warm_restarts_fractional_epochs_interleaved(T_mult, torch):
+  ours, theirs = both(torch, lambda M, o: M.CosineAnnealingWarmRestarts(o, 4, T_mult, 0.01))
   epochs = [0.5, 1.25, 3.99, 4.0, 7.5, 12.0, 13.3, 40.7, 2.0, None, None, 100.1, None, 250.0]
   run_both(ours, theirs, len(epochs), lambda i: (epochs[i],))
   assert isinstance(ours.last_epoch, int)
 
 
 def test_warm_restarts_period_sequence():
-  ours, theirs = both(lambda M, o: M.CosineAnnealingWarmRestarts(o, 3, 2), SGD1)
+  ours = optim.lr_scheduler.CosineAnnealingWarmRestarts(ours_optimizer('SGD', (0.1,)), 3, 2)
   lrs = []
   for _ in range(10):
     lrs.append(ours.get_last_lr()[0] / 0.1)
@@ -293,16 +292,16 @@ PLATEAU = {
 
 
 @pytest.mark.parametrize('name', PLATEAU)
-def test_reduce_on_plateau_parity(name):
+def test_reduce_on_plateau_parity(name, torch):
   kwargs, losses = PLATEAU[name]
-  ours, theirs = both(lambda M, o: M.ReduceLROnPlateau(o, **kwargs))
+  ours, theirs = both(torch, lambda M, o: M.ReduceLROnPlateau(o, **kwargs))
   checked = ('best', 'num_bad_epochs', 'cooldown_counter', 'last_epoch', 'min_lrs')
   run_both(ours, theirs, len(losses), lambda i: (losses[i],))
   assert {k: getattr(ours, k) for k in checked} == {k: getattr(theirs, k) for k in checked}
 
 
-def test_reduce_on_plateau_sequence_and_tensor_metric():
-  ours, theirs = both(lambda M, o: M.ReduceLROnPlateau(o, patience=1, cooldown=1, factor=0.5,
+def test_reduce_on_plateau_sequence_and_tensor_metric(torch):
+  ours, theirs = both(torch, lambda M, o: M.ReduceLROnPlateau(o, patience=1, cooldown=1, factor=0.5,
                                                        min_lr=0.2), ('SGD', (1.0,), {}))
   lrs = []
   for loss in [1.0] * 7 + [0.5] * 4:
@@ -313,9 +312,9 @@ def test_reduce_on_plateau_sequence_and_tensor_metric():
   assert lrs == [1, 1, .5, .5, .5, .25, .25, .25, .25, .2, .2]
 
 
-def test_reduce_on_plateau_after_a_new_param_group():
+def test_reduce_on_plateau_after_a_new_param_group(torch):
   for min_lr, error in ((0.001, None), ([0.001], RuntimeError)):
-    ours, theirs = both(lambda M, o: M.ReduceLROnPlateau(o, patience=0, min_lr=min_lr), SGD1)
+    ours, theirs = both(torch, lambda M, o: M.ReduceLROnPlateau(o, patience=0, min_lr=min_lr), SGD1)
     ours.optimizer.add_param_group({'params': {'v': jnp.zeros(2)}, 'lr': 0.3})
     theirs.optimizer.add_param_group({'params': [torch.nn.Parameter(torch.zeros(2))],
                                       'lr': 0.3})
@@ -413,10 +412,10 @@ def copy_groups(source, target) -> None:
 
 @pytest.mark.parametrize('direction', ['torch_to_ours', 'ours_to_torch'])
 @pytest.mark.parametrize('name', CROSS)
-def test_state_dict_loads_across_libraries(name, direction):
+def test_state_dict_loads_across_libraries(name, direction, torch):
   factory, spec = CROSS[name]
   step_args = lambda i: (1.0,) if name == 'plateau' else ()
-  ours, theirs = both(factory, spec)
+  ours, theirs = both(torch, factory, spec)
   source, target = (theirs, ours) if direction == 'torch_to_ours' else (ours, theirs)
   run_both(ours, theirs, 0)
   with warnings.catch_warnings():
@@ -428,19 +427,20 @@ def test_state_dict_loads_across_libraries(name, direction):
   run_both(ours, theirs, 11, step_args)
 
 
-def test_state_dict_keys_are_torchs():
-  ours, theirs = both(lambda M, o: M.StepLR(o, 3), SGD1)
+def test_state_dict_keys_are_torchs(torch):
+  ours, theirs = both(torch, lambda M, o: M.StepLR(o, 3), SGD1)
   assert list(ours.state_dict()) == list(theirs.state_dict()) == [
       'step_size', 'gamma', 'base_lrs', 'last_epoch', '_step_count', '_is_initial',
       '_get_lr_called_within_step', '_last_lr']
-  ours, theirs = both(lambda M, o: M.LambdaLR(o, [decay, Scale(0.5)]))
+  ours, theirs = both(torch, lambda M, o: M.LambdaLR(o, [decay, Scale(0.5)]))
   assert ours.state_dict()['lr_lambdas'] == theirs.state_dict()['lr_lambdas'] == \
       [None, {'factor': 0.5}]
 
 
 def test_load_state_dict_leaves_the_dict_as_given():
-  ours, _ = both(lambda M, o: M.CyclicLR(o, 0.01, 0.1, 4, scale_fn=Scale(0.9)),
-                 SGD2_MOMENTUM)
+  kind, lrs, kwargs = SGD2_MOMENTUM
+  ours = optim.lr_scheduler.CyclicLR(ours_optimizer(kind, lrs, **kwargs), 0.01, 0.1, 4,
+                                     scale_fn=Scale(0.9))
   saved = ours.state_dict()
   saved['_scale_fn_custom'] = {'factor': 0.5}
   before = copy.deepcopy(saved)
@@ -448,17 +448,17 @@ def test_load_state_dict_leaves_the_dict_as_given():
   assert saved == before and ours._scale_fn_custom.factor == 0.5
 
 
-def test_an_existing_initial_lr_wins():
+def test_an_existing_initial_lr_wins(torch):
   def factory(M, o):
     o.param_groups[1]['initial_lr'] = 0.5
     return M.ExponentialLR(o, 0.9)
-  ours, theirs = both(factory)
+  ours, theirs = both(torch, factory)
   assert ours.base_lrs == [0.1, 0.5]
   run_both(ours, theirs, 5, lambda i: (i + 1,))  # the closed form starts from base_lrs
 
 
-def test_resume_with_last_epoch_uses_initial_lr():
-  ours, theirs = both(lambda M, o: M.StepLR(o, 5, 0.5))
+def test_resume_with_last_epoch_uses_initial_lr(torch):
+  ours, theirs = both(torch, lambda M, o: M.StepLR(o, 5, 0.5))
   run_both(ours, theirs, 12)
   ours2 = optim.lr_scheduler.StepLR(ours.optimizer, 5, 0.5, last_epoch=12)
   theirs2 = torch.optim.lr_scheduler.StepLR(theirs.optimizer, 5, 0.5, last_epoch=12)
@@ -469,8 +469,8 @@ def test_resume_with_last_epoch_uses_initial_lr():
 # Warnings
 
 
-def test_scheduler_before_optimizer_step_warns():
-  for M, opt in zip((optim, torch.optim), optimizers()):
+def test_scheduler_before_optimizer_step_warns(torch):
+  for M, opt in zip((optim, torch.optim), optimizers(torch)):
     scheduler = M.lr_scheduler.StepLR(opt, 3)
     with pytest.warns(UserWarning, match=r'`lr_scheduler.step\(\)` before `optimizer.step\(\)`'):
       scheduler.step()
@@ -490,24 +490,28 @@ def test_no_warning_in_the_right_order_and_the_wrapped_step_still_steps():
   np.testing.assert_array_equal(opt.params['w'], [-0.5, -0.5])
 
 
-def test_overridden_optimizer_step_warns():
-  for M, opt in zip((optim, torch.optim), optimizers()):
+def test_overridden_optimizer_step_warns(torch):
+  for M, opt in zip((optim, torch.optim), optimizers(torch)):
     scheduler = M.lr_scheduler.StepLR(opt, 3)
     opt.step = lambda *args: None
     with pytest.warns(UserWarning, match='overridden after learning rate scheduler'):
       scheduler.step()
 
 
-def test_get_lr_outside_step_warns():
-  for M, opt in zip((optim, torch.optim), optimizers()):
+def test_get_lr_outside_step_warns(torch):
+  for M, opt in zip((optim, torch.optim), optimizers(torch)):
     scheduler = M.lr_scheduler.ExponentialLR(opt, 0.5)
     with pytest.warns(UserWarning, match='please use `get_last_lr\\(\\)`'):
       assert scheduler.get_lr() == [0.05]
 
 
-@pytest.mark.parametrize('M', [optim, torch.optim], ids=['ours', 'torch'])
-def test_epoch_argument_is_deprecated(M):
-  opt = ours_optimizer() if M is optim else torch_optimizer()
+@pytest.mark.parametrize('library', ['ours', 'torch'])
+def test_epoch_argument_is_deprecated(library, request):
+  if library == 'ours':
+    M, opt = optim, ours_optimizer()
+  else:
+    torch = request.getfixturevalue('torch')
+    M, opt = torch.optim, torch_optimizer(torch)
   scheduler = M.lr_scheduler.StepLR(opt, 3)
   opt.step()
   with pytest.warns(UserWarning, match='epoch parameter in `scheduler.step\\(\\)`'):
@@ -534,7 +538,7 @@ def grads_at(i: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'float64'])
-def test_facade_steps_with_scheduler_like_torch(dtype, request):
+def test_facade_steps_with_scheduler_like_torch(dtype, request, torch):
   if dtype == 'float64':
     request.getfixturevalue('x64')
   init = np.array([0.5, -1.5], dtype)
@@ -569,7 +573,7 @@ def test_facade_steps_with_scheduler_like_torch(dtype, request):
   assert next(iter(ours_opt._compiled.values()))._cache_size() == 1
 
 
-def test_facade_adam_with_cycled_betas_like_torch(x64):
+def test_facade_adam_with_cycled_betas_like_torch(x64, torch):
   init = np.array([0.5, -1.5])
   ours_opt = optim.Adam({'w': jnp.asarray(init)}, lr=0.01)
   param = torch.nn.Parameter(torch.tensor(init))

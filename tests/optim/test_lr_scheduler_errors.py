@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 
 import pytest
-import torch
 
 from functional_optim import optim
 from tests.optim.test_lr_scheduler import ours_optimizer, torch_optimizer
@@ -167,27 +166,29 @@ CASES = {
 }
 
 
-def build(M, kind: str, groups: int):
-  """The case's optimizer in the library of module ``M``, and a maker of others."""
+def build(M, kind: str, groups: int, torch=None):
+  """The case's optimizer in the library of module ``M``, and a maker of others;
+  ``torch`` when ``M`` is torch's."""
   lrs = (0.1, 0.05)[:groups]
-  make = ours_optimizer if M is optim.lr_scheduler else torch_optimizer
-  return make(kind, lrs), lambda: make(kind, lrs)
+  if M is optim.lr_scheduler:
+    return ours_optimizer(kind, lrs), lambda: ours_optimizer(kind, lrs)
+  return torch_optimizer(torch, kind, lrs), lambda: torch_optimizer(torch, kind, lrs)
 
 
 @pytest.mark.parametrize('name', CASES)
-def test_same_error_as_torch(name):
+def test_same_error_as_torch(name, torch):
   factory, kind, groups, match = CASES[name]
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', UserWarning)
     with pytest.raises(Exception, match=match) as theirs:
-      factory(torch.optim.lr_scheduler, *build(torch.optim.lr_scheduler, kind, groups))
+      factory(torch.optim.lr_scheduler, *build(torch.optim.lr_scheduler, kind, groups, torch))
     with pytest.raises(theirs.type, match=match):
       factory(optim.lr_scheduler, *build(optim.lr_scheduler, kind, groups))
 
 
-def test_torch_optimizer_is_not_our_optimizer():
+def test_torch_optimizer_is_not_our_optimizer(torch):
   with pytest.raises(TypeError, match='SGD is not an Optimizer'):
-    optim.lr_scheduler.StepLR(torch_optimizer(), 3)
+    optim.lr_scheduler.StepLR(torch_optimizer(torch), 3)
 
 
 def test_cyclic_bad_mode_is_fine_with_a_scale_fn():

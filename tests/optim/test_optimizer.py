@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from flax import nnx
 
 import functional_optim as fo
@@ -201,7 +200,7 @@ def test_state_dict_hooks_prepend_and_replacement():
     lambda lib, p: lib.SGD([], lr=0.1),
     lambda lib, p: lib.SGD(p[0], lr=0.1),
     # jax arrays are unhashable, so ours is given a set of something else.
-    lambda lib, p: lib.SGD([{'params': {p[0]} if lib is torch.optim else {1}}], lr=0.1),
+    lambda lib, p: lib.SGD([{'params': {1} if lib is optim else {p[0]}}], lr=0.1),
     lambda lib, p: lib.SGD([{'params': [p[0]]}, {'params': [p[0]]}], lr=0.1),
     lambda lib, p: lib.SGD([{'params': [p[0]]}, p[1]], lr=0.1),
     lambda lib, p: lib.SGD([{'lr': 0.1}], lr=0.1),
@@ -210,13 +209,18 @@ def test_state_dict_hooks_prepend_and_replacement():
     lambda lib, p: lib.Adam([p[0]], lr=-1.0),
 ], ids=['empty', 'single array', 'set', 'in two groups', 'group not a dict',
         'group without params', 'names missing', 'named and unnamed groups', 'bad lr'])
-def test_construction_errors_match_torch(make):
+def test_construction_errors_match_torch(make, torch):
   with pytest.raises(Exception) as theirs:
     make(torch.optim, [torch.zeros(2, requires_grad=True), torch.ones(2, requires_grad=True)])
   with pytest.raises(type(theirs.value)) as ours:
     make(optim, [jnp.zeros(2), jnp.ones(2)])
   if type(theirs.value) is not TypeError:  # type names differ (Tensor vs Array)
     assert str(ours.value) == str(theirs.value)
+
+
+def test_lbfgs_rejects_param_groups():
+  with pytest.raises(ValueError, match="LBFGS doesn't support per-parameter options"):
+    optim.LBFGS([{'params': [jnp.ones(2)]}, {'params': [jnp.ones(3)]}])
 
 
 def test_load_state_dict_errors_leave_the_optimizer_working():

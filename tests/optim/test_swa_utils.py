@@ -8,9 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from flax import nnx
-from torch.optim import swa_utils as T
 
 from functional_optim import optim
 from functional_optim.optim import swa_utils as S
@@ -27,7 +25,7 @@ class NnxNet(nnx.Module):
     return self.fc2(nnx.relu(self.bn(self.fc1(x))))
 
 
-def torch_net():
+def torch_net(torch):
   return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
                              torch.nn.ReLU(), torch.nn.Linear(4, 2))
 
@@ -39,7 +37,7 @@ def random_snapshot(rng):
               w2=rng.normal(size=(2, 4)), b2=rng.normal(size=2))
 
 
-def load_torch(net, s):
+def load_torch(torch, net, s):
   with torch.no_grad():
     for tensor, value in [(net[0].weight, s['w1']), (net[0].bias, s['b1']),
                           (net[1].weight, s['g']), (net[1].bias, s['beta']),
@@ -58,16 +56,17 @@ def load_nnx(model, s):
 
 @pytest.mark.parametrize('use_buffers', [False, True])
 @pytest.mark.parametrize('fns', ['swa', 'ema'])
-def test_averaged_nnx_module_matches_torch(fns, use_buffers):
+def test_averaged_nnx_module_matches_torch(fns, use_buffers, torch):
+  T = torch.optim.swa_utils
   torch_fns = {} if fns == 'swa' else {'multi_avg_fn': T.get_ema_multi_avg_fn(0.9)}
   our_fns = {} if fns == 'swa' else {'multi_avg_fn': S.get_ema_multi_avg_fn(0.9)}
-  net, model = torch_net(), NnxNet()
+  net, model = torch_net(torch), NnxNet()
   theirs = T.AveragedModel(net, use_buffers=use_buffers, **torch_fns)
   ours = S.AveragedModel(model, use_buffers=use_buffers, **our_fns)
   rng = np.random.default_rng(0)
   for _ in range(6):
     snapshot = random_snapshot(rng)
-    load_torch(net, snapshot)
+    load_torch(torch, net, snapshot)
     load_nnx(model, snapshot)
     theirs.update_parameters(net)
     ours.update_parameters(model)
@@ -114,19 +113,21 @@ def swalr_run(module, opt, steps, **kwargs):
     dict(swa_lr=0.05), dict(swa_lr=[0.05, 0.5], anneal_epochs=6, anneal_strategy='linear'),
     dict(swa_lr=0.01, anneal_epochs=0), dict(swa_lr=0.3, anneal_epochs=1),
 ], ids=str)
-def test_swalr_matches_torch_per_group(kwargs):
+def test_swalr_matches_torch_per_group(kwargs, torch):
   torch_opt = torch.optim.SGD([{'params': [torch.nn.Parameter(torch.zeros(1))], 'lr': 0.1},
                                {'params': [torch.nn.Parameter(torch.zeros(1))], 'lr': 1.0}])
   our_opt = optim.SGD([{'params': {'a': jnp.zeros(1)}, 'lr': 0.1},
                        {'params': {'b': jnp.zeros(1)}, 'lr': 1.0}])
-  expected, _ = swalr_run(T, torch_opt, 30, **kwargs)
+  expected, _ = swalr_run(torch.optim.swa_utils, torch_opt, 30, **kwargs)
   got, scheduler = swalr_run(S, our_opt, 30, **kwargs)
   assert got == expected  # Python floats in torch's order: bit for bit
   assert [g['swa_lr'] for g in our_opt.param_groups] == [
       g['swa_lr'] for g in torch_opt.param_groups]
 
 
-def test_swalr_state_dict_round_trip_and_torch_interchange():
+def test_swalr_state_dict_round_trip_and_torch_interchange(torch):
+  T = torch.optim.swa_utils
+
   def make(module, opt_module, params):
     opt = opt_module.SGD(params, lr=1.0)
     return opt, module.SWALR(opt, swa_lr=0.1, anneal_epochs=8)

@@ -1,10 +1,9 @@
 """Runs one problem through torch.optim and through functional_optim, step by step.
 
-The problem: a few parameters of shapes (), (7,), (3, 4), (2, 3, 5) and a smooth,
-non-quadratic loss that each framework differentiates itself (the loss is written
-once over a namespace ``xp`` that is either ``torch`` or ``jax.numpy``). After the
-run, params and every per-parameter state field are compared with
-:func:`assert_close`.
+The problem (``problem.py``): a few parameters of shapes (), (7,), (3, 4),
+(2, 3, 5) and a smooth, non-quadratic loss that each framework differentiates
+itself. After the run, params and every per-parameter state field are compared
+with :func:`assert_close`.
 
 ``Case`` knobs reproduce what torch users do between steps: change hyperparameters
 (``hyperparams_at``), give some parameters no gradient (``has_grad``), maximize.
@@ -12,7 +11,6 @@ run, params and every per-parameter state field are compared with
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Any, Callable
 
@@ -20,35 +18,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 import functional_optim as fo
+from tests.common import TORCH_REASON, assert_same_error_as_torch, precision
+from tests.parity.problem import SHAPES, TOLERANCES, assert_close, initial_params, loss
 
-SHAPES = [(), (7,), (3, 4), (2, 3, 5)]
+# Every module that imports the harness compares against torch: without torch,
+# it is skipped as a whole.
+torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
-
-def loss(params, xp):
-  """Smooth and non-quadratic: log-cosh around a target plus a quartic term."""
-  total = 0.0
-  for i, p in enumerate(params):
-    if p.is_complex() if torch.is_tensor(p) else jnp.iscomplexobj(p):
-      re, im = xp.real(p), xp.imag(p)
-      total = total + xp.sum(xp.log(xp.cosh(re - 0.3)) + xp.log(xp.cosh(im + 0.2))
-                             + 0.05 * (re * re + im * im) ** 2)
-    else:
-      total = total + xp.sum(xp.log(xp.cosh(p - 0.1 * (i + 1))) + 0.05 * p ** 4)
-  return total
-
-
-def initial_params(dtype, seed: int = 0) -> list[np.ndarray]:
-  rng = np.random.default_rng(seed)
-  out = []
-  for shape in SHAPES:
-    x = rng.normal(size=shape)
-    if np.issubdtype(dtype, np.complexfloating):
-      x = x + 1j * rng.normal(size=shape)
-    out.append(np.asarray(x, dtype=dtype))
-  return out
+__all__ = ['SHAPES', 'TOLERANCES', 'Case', 'assert_close', 'assert_same_error_as_torch',
+           'check_parity', 'initial_params', 'loss', 'precision', 'run_ours', 'run_torch']
 
 
 @dataclasses.dataclass
@@ -123,28 +103,6 @@ def run_ours(case: Case, init: list[np.ndarray], jit: bool = True):
   return [np.asarray(p) for p in params], fo.kernels.unpack_state(state), lrs
 
 
-# (rtol, atol) per precision. 50 steps of a smooth problem whose gradients each
-# framework rounds its own way drift by a few ulps a step: float64 keeps well
-# under 1e-12 relative (observed ~1e-15), float32 under 1e-5 (observed ~2e-6).
-TOLERANCES = {
-    np.dtype(np.float64): (1e-12, 1e-14), np.dtype(np.complex128): (1e-12, 1e-14),
-    np.dtype(np.float32): (1e-5, 1e-5), np.dtype(np.complex64): (1e-5, 1e-5),
-}
-
-
-def assert_close(ours, theirs, what: str) -> None:
-  """``|ours − theirs| ≤ rtol·|theirs| + atol`` elementwise, same shape and dtype."""
-  ours = np.asarray(ours)
-  theirs = np.asarray(theirs)
-  assert ours.shape == theirs.shape, f'{what}: shape {ours.shape} != {theirs.shape}'
-  assert ours.dtype == theirs.dtype, f'{what}: dtype {ours.dtype} != {theirs.dtype}'
-  rtol, atol = TOLERANCES.get(theirs.dtype, (0.0, 0.0))
-  err = np.abs(ours.astype(np.complex128) - theirs.astype(np.complex128))
-  bound = rtol * np.abs(theirs) + atol
-  assert np.all(err <= bound), (
-      f'{what}: max error {float(np.max(err)):.3e} exceeds rtol {rtol} / atol {atol}')
-
-
 def check_parity(case: Case, dtype, state_keys: tuple[str, ...], seed: int = 0):
   """Runs ``case`` in both libraries and compares params, state and lrs.
 
@@ -167,19 +125,3 @@ def check_parity(case: Case, dtype, state_keys: tuple[str, ...], seed: int = 0):
         continue
       assert_close(np.asarray(field[i]), t[key], f'state {key}[{i}]')
   return o_state
-
-
-def precision(dtype):
-  """A context with 64-bit JAX types for float64/complex128 runs."""
-  if np.dtype(dtype) in (np.dtype(np.float64), np.dtype(np.complex128)):
-    return jax.enable_x64(True)
-  return contextlib.nullcontext()
-
-
-def assert_same_error_as_torch(torch_cls, ours, kwargs) -> None:
-  """Building with ``kwargs`` raises torch's exception type with torch's message."""
-  with pytest.raises(Exception) as theirs:
-    torch_cls([torch.zeros(2, requires_grad=True)], **kwargs)
-  with pytest.raises(type(theirs.value)) as raised:
-    ours(**kwargs)
-  assert str(raised.value) == str(theirs.value)

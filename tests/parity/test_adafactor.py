@@ -3,12 +3,14 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from functional_optim.optimizers.adafactor import adafactor
+from tests.common import TORCH_REASON
 from tests.parity.harness import (
     assert_same_error_as_torch,
     SHAPES, Case, assert_close, initial_params, precision, run_ours, run_torch)
+
+torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
 # Adafactor's step does not shrink with the gradient (g is divided by its own
 # running RMS), so near an optimum it amplifies the last-ulp differences between

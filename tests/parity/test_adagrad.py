@@ -3,10 +3,12 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from functional_optim.optimizers.adagrad import adagrad
+from tests.common import TORCH_REASON
 from tests.parity.harness import assert_same_error_as_torch, Case, check_parity, precision
+
+torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
 KEYS = ('step', 'sum')
 CONFIGS = {
@@ -90,8 +92,3 @@ BAD = [
 @pytest.mark.parametrize('kwargs', BAD, ids=str)
 def test_same_error_as_torch(kwargs):
   assert_same_error_as_torch(torch.optim.Adagrad, adagrad, kwargs)
-
-
-def test_initial_accumulator_value_is_no_schedule():
-  with pytest.raises(TypeError, match='not a schedule'):
-    adagrad(initial_accumulator_value=lambda count: 0.1)

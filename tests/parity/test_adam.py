@@ -3,10 +3,12 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 import functional_optim as fo
+from tests.common import TORCH_REASON
 from tests.parity.harness import Case, check_parity, precision
+
+torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
 ADAM = {
     'default': dict(lr=0.05),

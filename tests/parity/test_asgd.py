@@ -3,11 +3,13 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from functional_optim.optimizers.asgd import asgd
+from tests.common import TORCH_REASON
 from tests.parity.harness import Case, check_parity, precision
 from tests.parity.harness import assert_same_error_as_torch
+
+torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
 KEYS = ('step', 'ax', 'eta', 'mu')
 

@@ -4,7 +4,10 @@ Each problem runs three ``step`` calls in both libraries (state carried over) an
 after every step compares the params, every state entry torch keeps (``d``,
 ``t``, ``old_dirs``, ``old_stps``, ``ro``, ``H_diag``, ``prev_flat_grad``,
 ``prev_loss``), the loss torch's ``step`` returns, and, exactly, ``func_evals``
-and ``n_iter``: the same evaluations and the same stopping iteration.
+and ``n_iter``: the same evaluations and the same stopping iteration (or those of
+torch's own run from a start one rounding away, where that run's differ: then a
+comparison at the rounding level decided torch's run, and another CPU may decide
+it the other way).
 
 Tolerances. The libraries sum in different orders (torch's cascade sum and BLAS
 ``dot`` against XLA's reductions) and XLA fuses ``a*b + c`` into FMAs, so
@@ -15,13 +18,15 @@ tens of iterations. torch does the same to itself: moved by one rounding error,
 its own starting point gives iterates as far from its first run as ours are.
 So every quantity, measured relative to the largest magnitude it takes in
 torch's run, must be within ``max(floor, 10 × noise)``, where ``noise`` is how far
-torch's run moves when its starting point moves by one rounding error (both
-ways), and ``floor`` is 1e-11 in float64 (1e-5 in float32). Well-conditioned
+torch's run moves when its starting point moves by one rounding error (every
+coordinate up, every one down, and alternately up and down, both ways: four
+runs), and ``floor`` is 1e-11 in float64 (1e-5 in float32). Well-conditioned
 cases therefore stay near 1e-12 and the chaotic ones are held to torch's own
 spread; ``test_report_worst_errors`` prints what each case reached.
 
 The line search alone is held to more: run op by op (``jax.disable_jit``, so
-that XLA cannot fuse), it reproduces torch's ``_strong_wolfe`` bit for bit.
+that XLA cannot fuse), it reproduces torch's ``_strong_wolfe`` bit for bit, once
+torch's square roots are IEEE's (torch's CPU sqrt is MKL's, within an ulp).
 """
 
 from __future__ import annotations
@@ -35,12 +40,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 import functional_optim as fo
 from functional_optim.optimizers._line_search import cubic_interpolate, strong_wolfe
 from functional_optim.optimizers.lbfgs import lbfgs
-from tests.parity.harness import precision
+from tests.common import assert_within_ulps, precision
 
 # ----------------------------------------------------------------------------
 # Problems, each written once over a namespace xp (torch or jax.numpy).
@@ -128,7 +132,7 @@ def _hyperparams_at(kwargs, lrs, step):
   return hp
 
 
-def run_torch(kind, kwargs, dtype, steps, lrs=None, init=None) -> Run:
+def run_torch(torch, kind, kwargs, dtype, steps, lrs=None, init=None) -> Run:
   loss_fn = PROBLEMS[kind]
   init = _init(kind) if init is None else init
   names = sorted(init)  # jax's order for a dict
@@ -220,30 +224,47 @@ def _errors(ours: Run, theirs: Run, i: int, scales) -> dict[str, float]:
   return out
 
 
-def _perturbed_init(kind, sign, dtype):
+def _perturbed_init(kind, sign, dtype, alternate=False):
+  """The start moved by one rounding error: every coordinate ``sign`` ways, or with
+  ``alternate`` every other one the other way.
+
+  Both kinds: two runs alone estimate torch's own spread poorly. With MKL's AVX2
+  code (MKL_ENABLE_INSTRUCTIONS=AVX2), the two uniform nudges of
+  logistic-wolfe-lr30 move t after step 1 by 2.4e-13 and 2.6e-13 relative, an
+  alternating one by 1.3e-11, which is how far ours is (1.2e-11 with AVX-512,
+  1.3e-11 with AVX2).
+  """
   eps = float(np.finfo(dtype).eps)
-  return {k: (v + sign * eps * np.maximum(np.abs(v), 1.0)).astype(dtype)
-          for k, v in _init(kind).items()}
+  out = {}
+  for k, v in _init(kind).items():
+    signs = np.full(np.shape(v), float(sign))
+    if alternate:
+      signs.flat[1::2] *= -1
+    out[k] = (v + signs * eps * np.maximum(np.abs(v), 1.0)).astype(dtype)
+  return out
 
 
-def check(kind, kwargs, dtype=np.float64, steps=3, lrs=None, floor=None):
+def check(torch, kind, kwargs, dtype=np.float64, steps=3, lrs=None, floor=None):
   """Runs both, compares after every step; returns the worst relative errors
   ``(of the params, of any quantity)``.
 
-  Counts (``n_iter``, ``func_evals``) must be equal. Every other quantity,
-  taken relative to the largest magnitude it reaches in torch's run, must be
-  within ``max(floor, 10 · noise)``, where ``noise`` is how far torch's own run
-  moves when its starting point moves by one rounding error (either way). The
-  comparison stops at a later step where those nudged runs disagree with torch
-  on the counts (never, for these cases on the machine they were written on; on
-  another CPU a comparison at the rounding level could go the other way).
+  Counts (``n_iter``, ``func_evals``) must be torch's, or those of one of torch's
+  own runs from a start nudged by one rounding error (:func:`_perturbed_init`,
+  four ways): where those
+  differ from torch's, a comparison at the rounding level decided torch's run
+  (never, for these cases on the Xeon they were written on, also with MKL's and
+  XLA's AVX2 code paths), another CPU may decide it the other way, and the
+  comparison stops there, as the runs may part. Every other quantity, taken
+  relative to the largest magnitude it reaches in torch's run, must be within
+  ``max(floor, 10 · noise)``, where ``noise`` is how far those nudged runs move.
   """
   dtype = np.dtype(dtype)
   floor = floor if floor is not None else (1e-11 if dtype == np.float64 else 1e-5)
   with precision(dtype):
-    theirs = run_torch(kind, kwargs, dtype, steps, lrs)
-    nudged = [run_torch(kind, kwargs, dtype, steps, lrs, _perturbed_init(kind, s, dtype))
-              for s in (1, -1)]
+    theirs = run_torch(torch, kind, kwargs, dtype, steps, lrs)
+    nudged = [run_torch(torch, kind, kwargs, dtype, steps, lrs,
+                        _perturbed_init(kind, s, dtype, alternate))
+              for s in (1, -1) for alternate in (False, True)]
     ours = run_ours(kind, kwargs, dtype, steps, lrs)
   scales = _scales(theirs)
   worst, worst_params = 0.0, 0.0
@@ -251,13 +272,14 @@ def check(kind, kwargs, dtype=np.float64, steps=3, lrs=None, floor=None):
     where = f'after step {i + 1}'
     o, t = ours.state[i], theirs.state[i]
     counts = lambda s: (s['n_iter'], s['func_evals'])
-    if i > 0 and any(counts(n.state[i]) != counts(t) for n in nudged):
+    allowed = {counts(t)} | {counts(n.state[i]) for n in nudged}
+    assert counts(o) in allowed, (
+        f'(n_iter, func_evals) {where}: ours {counts(o)}, torch {counts(t)}, '
+        f'torch nudged {[counts(n.state[i]) for n in nudged]}')
+    if len(allowed) > 1:
       # A comparison at the rounding level decided torch's own run (another
       # CPU, another summation order); from here on the runs may part.
       break
-    assert counts(o) == counts(t), (
-        f'(n_iter, func_evals) {where}: ours {(o["n_iter"], o["func_evals"])}, '
-        f'torch {(t["n_iter"], t["func_evals"])}')
     errors = _errors(ours, theirs, i, scales)
     noise = [_errors(n, theirs, i, scales) if len(n.state[i]['ro']) == len(t['ro'])
              else {} for n in nudged]
@@ -309,9 +331,9 @@ WORST: dict[str, float] = {}
 
 
 @pytest.mark.parametrize('name', CASES)
-def test_parity_float64(name):
+def test_parity_float64(name, torch):
   kind, kwargs, lrs = CASES[name]
-  WORST[name] = check(kind, kwargs, np.float64, lrs=lrs)
+  WORST[name] = check(torch, kind, kwargs, np.float64, lrs=lrs)
 
 
 # Float32: torch keeps the loss and some scalars in Python doubles where we keep
@@ -327,9 +349,9 @@ F32_CASES = {
 
 
 @pytest.mark.parametrize('name', F32_CASES)
-def test_parity_float32(name):
+def test_parity_float32(name, torch):
   kind, kwargs, lrs = F32_CASES[name]
-  WORST[f'{name}-float32'] = check(kind, kwargs, np.float32, lrs=lrs)
+  WORST[f'{name}-float32'] = check(torch, kind, kwargs, np.float32, lrs=lrs)
 
 
 def test_one_compilation_serves_every_step():
@@ -346,9 +368,6 @@ def test_one_compilation_serves_every_step():
 
 # ----------------------------------------------------------------------------
 # The strong-Wolfe search alone, against torch's _strong_wolfe.
-
-_torch_lbfgs = importlib.import_module('torch.optim.lbfgs')
-
 
 def _polynomial(a, scale, z):
   """A degree-6 polynomial of u = z / scale (Horner) and its derivative in z,
@@ -389,8 +408,37 @@ def _search_problem(seed):
 SEARCH_SEEDS = list(range(12)) + [15, 16, 30, 49]
 
 
-@pytest.mark.parametrize('seed', SEARCH_SEEDS)
-def test_strong_wolfe_is_torchs_search_op_for_op(x64, seed):
+def _ieee_sqrt(torch, nudge=None):
+  """A replacement for ``torch.Tensor.sqrt``: IEEE's correctly rounded root, and with
+  ``nudge=(k, s)`` the root of its k-th call moved one ulp up (s = 1) or down (-1).
+  Returns the method and the list its calls append to.
+
+  torch's own CPU sqrt is MKL's: within an ulp, not correctly rounded, and its
+  code path depends on the CPU. With ``MKL_ENABLE_INSTRUCTIONS=AVX2`` on the Xeon
+  these tests were written on, one case of ``test_cubic_interpolate_is_torchs``
+  gets a root one ulp off; on an AMD EPYC seed 10 of the search test ended at
+  t = 0.013318658317263619, 14 ulps from here, which is exactly where this
+  seed's third root moved one ulp up takes it. Every other operation the search
+  and the polynomial make in torch (+, -, *, / of float64 tensors and Python
+  floats, a 1-element dot, comparisons, min and max) is an IEEE single operation,
+  the same on every CPU, as each of ours is op by op.
+  """
+  calls = []
+
+  def sqrt(self):
+    root = np.sqrt(self.detach().numpy())
+    if nudge is not None and len(calls) == nudge[0]:
+      root = np.nextafter(root, np.inf * nudge[1])
+    calls.append(root)
+    return torch.as_tensor(root, dtype=self.dtype)
+
+  return sqrt, calls
+
+
+def _torch_search(torch, seed, sqrt=None):
+  """torch's ``_strong_wolfe`` on the seed's problem: ``(f, g, t, evals)`` as floats
+  and an int, with ``sqrt`` (from :func:`_ieee_sqrt`) as ``Tensor.sqrt`` if given."""
+  torch_lbfgs = importlib.import_module('torch.optim.lbfgs')
   a, scale, x, d, t, max_ls, t_is_tensor = _search_problem(seed)
 
   def objective(x0, step, direction):
@@ -398,34 +446,79 @@ def test_strong_wolfe_is_torchs_search_op_for_op(x64, seed):
     return float(f), g
 
   x_t, d_t = torch.tensor(x), torch.tensor(d)
-  f0, g0 = objective(x_t, 0.0, d_t)
-  t_t = torch.tensor(t, dtype=torch.float64) if t_is_tensor else t
-  theirs = _torch_lbfgs._strong_wolfe(objective, x_t, t_t, d_t, f0, g0, g0.dot(d_t),
-                                      max_ls=max_ls)
+  with pytest.MonkeyPatch.context() as patch:
+    if sqrt is not None:
+      patch.setattr(torch.Tensor, 'sqrt', sqrt)
+    f0, g0 = objective(x_t, 0.0, d_t)
+    t_t = torch.tensor(t, dtype=torch.float64) if t_is_tensor else t
+    f, g, t, evals = torch_lbfgs._strong_wolfe(objective, x_t, t_t, d_t, f0, g0,
+                                               g0.dot(d_t), max_ls=max_ls)
+  return float(f), float(g[0]), float(t), evals
 
+
+@pytest.mark.parametrize('seed', SEARCH_SEEDS)
+def test_strong_wolfe_is_torchs_search_op_for_op(x64, seed, torch):
+  """Ours, op by op, is torch's search: the same branches, evaluations and numbers.
+
+  Against torch with IEEE square roots it holds bit for bit on every CPU (see
+  :func:`_ieee_sqrt`). Against torch as it runs here, each of its roots may be an
+  ulp off: its evaluation count is ours unless one root moved by an ulp changes
+  torch's own count (seed 30: its first root one ulp up takes 23 evaluations, not
+  20), and where the count is ours, t, f and g are within the sum of what each
+  root moved one ulp either way changes them by (measured, in ulps of (f, g, t):
+  seed 10 (36, 1466, 141), seed 49 (360, 155, 126), the others 1 at most; torch
+  on this Xeon was at 0 from its IEEE twin on every seed, with MKL's AVX2 code too).
+  """
+  a, scale, x, d, t, max_ls, t_is_tensor = _search_problem(seed)
   with jax.disable_jit():  # op by op: no fused multiply-adds
     a_j, x_j, d_j = jnp.asarray(a), jnp.asarray(x), jnp.asarray(d)
     f0_j, g0_j = _polynomial(a_j, scale, x_j)
-    ours = strong_wolfe(lambda step: _polynomial(a_j, scale, x_j + step * d_j), t, d_j,
-                        f0_j[0], g0_j, g0_j @ d_j, max_ls, t_is_tensor=t_is_tensor)
-  f, g, step, evals = ours
-  assert int(evals) == theirs[3]
-  assert float(step) == float(theirs[2])
-  assert float(f) == theirs[0]
-  np.testing.assert_array_equal(np.asarray(g), theirs[1].numpy())
+    f, g, step, evals = strong_wolfe(
+        lambda step: _polynomial(a_j, scale, x_j + step * d_j), t, d_j, f0_j[0], g0_j,
+        g0_j @ d_j, max_ls, t_is_tensor=t_is_tensor)
+  ours = (float(f), float(g[0]), float(step), int(evals))
+
+  sqrt, roots = _ieee_sqrt(torch)
+  exact = _torch_search(torch, seed, sqrt)
+  assert ours == exact  # (f, g, t, evaluations), bit for bit
+
+  outcomes, reach = {exact[3]}, np.zeros(3)
+  for k in range(len(roots)):
+    moved = [_torch_search(torch, seed, _ieee_sqrt(torch, (k, s))[0]) for s in (1, -1)]
+    outcomes |= {m[3] for m in moved}
+    kept = [np.abs(np.subtract(m[:3], exact[:3])) for m in moved if m[3] == exact[3]]
+    reach += np.max(kept, axis=0, initial=0.0)
+  theirs = _torch_search(torch, seed)
+  assert theirs[3] in outcomes, f'torch evaluated {theirs[3]} times here, not {outcomes}'
+  if theirs[3] == exact[3]:
+    apart = np.abs(np.subtract(theirs[:3], exact[:3]))
+    assert np.all(apart <= reach), f'(f, g, t) {apart} apart, more than {reach}'
 
 
-def test_cubic_interpolate_is_torchs(x64):
+def test_cubic_interpolate_is_torchs(x64, torch):
+  """Op for op: bit for bit against torch's with IEEE square roots; torch's own,
+  whose root may be an ulp off (see :func:`_ieee_sqrt`), is the result of that
+  root or of its neighbours (one of these 200 cases, with MKL's AVX2 code here:
+  24 ulps of the result, from one ulp of the root and the cancellation in
+  g2 + d2 - d1)."""
+  torch_lbfgs = importlib.import_module('torch.optim.lbfgs')
   rng = np.random.default_rng(0)
   for _ in range(200):
     x1, f1, x2, f2 = rng.normal(size=4) * 3
     g1, g2 = rng.normal(size=2) * 10
     bounds = tuple(sorted(rng.normal(size=2) * 5)) if rng.uniform() < 0.5 else None
-    theirs = _torch_lbfgs._cubic_interpolate(
-        x1, f1, torch.tensor(g1), x2, f2, torch.tensor(g2), bounds=bounds)
+
+    def theirs(sqrt=None):
+      with pytest.MonkeyPatch.context() as patch:
+        if sqrt is not None:
+          patch.setattr(torch.Tensor, 'sqrt', sqrt)
+        return float(torch_lbfgs._cubic_interpolate(
+            x1, f1, torch.tensor(g1), x2, f2, torch.tensor(g2), bounds=bounds))
+
     with jax.disable_jit():
-      ours = cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=bounds)
-    assert float(ours) == float(theirs)
+      ours = float(cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=bounds))
+    assert ours == theirs(_ieee_sqrt(torch)[0])
+    assert theirs() in {ours, *(theirs(_ieee_sqrt(torch, (0, s))[0]) for s in (1, -1))}
 
 
 # ----------------------------------------------------------------------------
@@ -435,7 +528,7 @@ BAD = [dict(lr=-1.0), dict(lr=-0.5, line_search_fn=W), dict(lr=-2)]
 
 
 @pytest.mark.parametrize('kwargs', BAD, ids=str)
-def test_bad_arguments_raise_torchs_error(kwargs):
+def test_bad_arguments_raise_torchs_error(kwargs, torch):
   with pytest.raises(Exception) as theirs:
     torch.optim.LBFGS([torch.zeros(2, requires_grad=True)], **kwargs)
   with pytest.raises(type(theirs.value)) as ours:
@@ -443,7 +536,7 @@ def test_bad_arguments_raise_torchs_error(kwargs):
   assert str(ours.value) == str(theirs.value)
 
 
-def test_unknown_line_search_raises_torchs_error_at_construction():
+def test_unknown_line_search_raises_torchs_error_at_construction(torch):
   # torch accepts the name and raises at the first step; we raise it up front.
   p = torch.ones(2, requires_grad=True)
   opt = torch.optim.LBFGS([p], line_search_fn='armijo')
@@ -502,40 +595,61 @@ def test_every_way_to_give_the_objective_takes_the_same_step(x64):
 
   results = every_way(params, state)
   for updates, new_state in results:
-    jax.tree.map(np.testing.assert_array_equal, updates, results[0][0])
+    assert_within_ulps(
+        updates['x'], results[0][0]['x'], 256,
+        'each way computes the first loss and gradient with its own ops, which XLA may '
+        'fuse and contract (FMA) apart; a gradient one ulp off moves this update by 128 '
+        'ulps (measured), and the four were 0 ulps apart on the Xeon this was written '
+        'on, with XLA\'s AVX-512, AVX2 and SSE4.2 code')
     assert int(new_state.func_evals) == 3  # the first evaluation, then one per step but the last
+    # Exact: 100·(2 - 1.5²)² + (1 + 1.5)², every intermediate representable.
     assert float(new_state.loss) == 12.5
 
 
-def test_complex_params_are_real_pairs(x64):
+def test_complex_params_are_real_pairs(x64, torch):
   c = np.array([0.5 - 1.0j, -0.3 + 0.2j, 1.2 + 0.4j])
 
   def loss(z, xp):
     w = z - xp.asarray(c) if xp is jnp else z - torch.tensor(c)
     return xp.sum((w.real ** 2 + 2 * w.imag ** 2) * (1 + 0.1 * w.real ** 2))
 
-  z0 = np.array([1.0 + 1.0j, -1.0 + 0.5j, 0.25 - 2.0j])
-  p = torch.tensor(z0, requires_grad=True)
-  opt = torch.optim.LBFGS([p], max_iter=5, line_search_fn=W)
+  def torch_run(z0):
+    """torch's two steps from z0: (params, func_evals) after each, and the last d."""
+    p = torch.tensor(z0, requires_grad=True)
+    opt = torch.optim.LBFGS([p], max_iter=5, line_search_fn=W)
 
-  def closure():
-    opt.zero_grad()
-    value = loss(p, torch)
-    value.backward()
-    return value
+    def closure():
+      opt.zero_grad()
+      value = loss(p, torch)
+      value.backward()
+      return value
+
+    steps = []
+    for _ in range(2):
+      opt.step(closure)
+      steps.append((p.detach().numpy().copy(), opt.state[p]['func_evals']))
+    return steps, opt.state[p]['d'].numpy()
+
+  z0 = np.array([1.0 + 1.0j, -1.0 + 0.5j, 0.25 - 2.0j])
+  theirs, their_d = torch_run(z0)
+  # torch's own runs from a start one rounding away: their counts are as valid
+  # (measured: the same 6 and 11 evaluations, also with MKL's AVX2 code).
+  eps = np.finfo(np.float64).eps
+  nudged = [torch_run(z0 * (1 + s * eps))[0] for s in (1, -1)]
 
   tx = lbfgs(max_iter=5, line_search_fn=W)
   z = jnp.asarray(z0)
   state = tx.init(z)
   step = jax.jit(lambda z, s: tx.update(None, s, z, value_fn=lambda q: loss(q, jnp)))
-  for _ in range(2):
-    opt.step(closure)
+  for i in range(2):
     updates, state = step(z, state)
     z = fo.apply_updates(z, updates)
-    np.testing.assert_allclose(np.asarray(z), p.detach().numpy(), rtol=1e-12, atol=1e-14)
-    assert int(state.func_evals) == opt.state[p]['func_evals']
-  np.testing.assert_allclose(np.asarray(state.d), opt.state[p]['d'].numpy(), rtol=1e-10,
-                             atol=1e-14)
+    allowed = {theirs[i][1]} | {n[i][1] for n in nudged}
+    assert int(state.func_evals) in allowed
+    if len(allowed) > 1:
+      return  # a comparison at the rounding level decided torch's run: they may part
+    np.testing.assert_allclose(np.asarray(z), theirs[i][0], rtol=1e-12, atol=1e-14)
+  np.testing.assert_allclose(np.asarray(state.d), their_d, rtol=1e-10, atol=1e-14)
 
 
 def test_report_worst_errors():

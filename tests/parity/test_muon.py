@@ -28,16 +28,17 @@ seen in both dtypes). ``tests/test_partition.py`` runs Muon and AdamW free
 for 30 steps in float64.
 """
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from torch.optim._muon import _zeropower_via_newtonschulz
 
 import functional_optim as fo
 from functional_optim.optimizers.muon import adjusted_lr_ratio, muon, newton_schulz
-from tests.parity.harness import assert_close, loss, precision
+from tests.common import precision
+from tests.parity.problem import assert_close, loss
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -64,8 +65,8 @@ def initial_matrices(dtype, seed: int = 1) -> list[np.ndarray]:
   return [rng.normal(size=shape).astype(dtype) for shape in SHAPES]
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray:
-  # A copy: torch updates its tensors in place, and JAX may alias numpy memory.
+def _numpy(t) -> np.ndarray:
+  # A copy of a torch tensor: torch updates its tensors in place, and JAX may alias numpy memory.
   return t.detach().numpy().copy()
 
 
@@ -73,7 +74,7 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 # The Newton–Schulz iteration alone
 
 
-def test_newton_schulz_matches_torch():
+def test_newton_schulz_matches_torch(torch):
   """Bit for bit with torch's ``_zeropower_via_newtonschulz``, up to its sums' order.
 
   Inputs of float32 and float64, wide, tall and square, of scales from 1e-3 to
@@ -81,6 +82,8 @@ def test_newton_schulz_matches_torch():
   matrix (the eps floor). At least 95% must be bitwise equal (observed: all
   120) and the rest within 2 bfloat16 ulps of 1.
   """
+  zeropower_via_newtonschulz = importlib.import_module(
+      'torch.optim._muon')._zeropower_via_newtonschulz
   rng = np.random.default_rng(0)
   shapes = SHAPES + [(8, 8), (1, 5)]
   settings = [((3.4445, -4.775, 2.0315), 5), ((2.0, -1.5, 0.5), 3),
@@ -92,7 +95,7 @@ def test_newton_schulz_matches_torch():
       coefficients, steps = settings[i % len(settings)]
       x = np.zeros(shape) if i == 0 else rng.normal(size=shape) * 10.0 ** rng.uniform(-3, 3)
       x = x.astype((np.float32, np.float64)[i % 2])
-      theirs = _zeropower_via_newtonschulz(torch.tensor(x), coefficients, steps, 1e-7)
+      theirs = zeropower_via_newtonschulz(torch.tensor(x), coefficients, steps, 1e-7)
       ours = newton_schulz(jnp.asarray(x), coefficients, steps, 1e-7)
       assert ours.dtype == jnp.bfloat16 and ours.shape == shape
       ours, theirs = np.asarray(ours, np.float32), theirs.float().numpy()
@@ -111,18 +114,19 @@ def test_newton_schulz_rejects_non_matrices():
 # The optimizer, step by step from torch's state
 
 
-def check_step_by_step(kwargs, dtype, *, steps: int = 50, hyperparams_at=None,
-                       has_grad=None):
+def check_step_by_step(torch, kwargs, dtype, *, steps: int = 50, hyperparams_at=None,
+                       has_grad=None, our_kwargs=None):
   """Runs torch.optim.Muon and checks each of its steps against ours from the same state.
 
   ``hyperparams_at(step)`` gives edits made in both before a step;
-  ``has_grad(step, i)`` says whether matrix ``i`` gets a gradient at that step.
+  ``has_grad(step, i)`` says whether matrix ``i`` gets a gradient at that step;
+  ``our_kwargs`` replace some of ``kwargs`` for our builder (an array for a tensor).
   Returns our last state.
   """
   init = initial_matrices(dtype)
   params = [torch.tensor(x, requires_grad=True) for x in init]
   opt = torch.optim.Muon(params, **kwargs)
-  tx = muon(**kwargs)
+  tx = muon(**{**kwargs, **(our_kwargs or {})})
   state = tx.init([jnp.asarray(x) for x in init])
 
   @jax.jit
@@ -156,7 +160,7 @@ def check_step_by_step(kwargs, dtype, *, steps: int = 50, hyperparams_at=None,
       except AssertionError:
         flipped += 1
         group = opt.param_groups[0]
-        two_ulps = 2 * 2.0 ** -7 * group['lr'] * adjusted_lr_ratio(
+        two_ulps = 2 * 2.0 ** -7 * float(group['lr']) * adjusted_lr_ratio(
             group['adjust_lr_fn'], p.shape)
         np.testing.assert_allclose(after[i], _numpy(p), rtol=0, atol=two_ulps,
                                    err_msg=f'step {step}: param {i}')
@@ -166,28 +170,28 @@ def check_step_by_step(kwargs, dtype, *, steps: int = 50, hyperparams_at=None,
 
 @pytest.mark.parametrize('dtype', [np.float64, np.float32])
 @pytest.mark.parametrize('name', CASES)
-def test_parity(name, dtype):
+def test_parity(name, dtype, torch):
   with precision(dtype):
-    check_step_by_step(CASES[name], dtype)
+    check_step_by_step(torch, CASES[name], dtype)
 
 
-def test_hyperparams_changed_between_steps(x64):
+def test_hyperparams_changed_between_steps(x64, torch):
   """Every numeric hyperparameter edited every step, as in torch's param_groups."""
   def edit(step):
     return dict(lr=0.03 * 0.97 ** step, momentum=0.9 + 0.005 * (step % 10),
                 weight_decay=0.05 * (1 + step % 3), eps=1e-7 * (1 + step),
                 ns_coefficients=(3.4445 - 0.01 * (step % 4), -4.775, 2.0315))
-  check_step_by_step(dict(lr=0.03), np.float64, hyperparams_at=edit)
+  check_step_by_step(torch, dict(lr=0.03), np.float64, hyperparams_at=edit)
 
 
-def test_missing_gradients(x64):
+def test_missing_gradients(x64, torch):
   """Matrices without a gradient keep their value, buffer and step count.
 
   Matrices 0 and 2 get none in the first 5 steps (torch has no state for them
   yet) and every third step after.
   """
   state = check_step_by_step(
-      dict(lr=0.02, adjust_lr_fn='match_rms_adamw'), np.float64,
+      torch, dict(lr=0.02, adjust_lr_fn='match_rms_adamw'), np.float64,
       has_grad=lambda step, i: i == 1 or not (step < 5 or step % 3 == 1))
   assert [int(s) for s in state.step] == [30, 50, 30]
 
@@ -231,7 +235,7 @@ STEP_ERRORS = [
 ]
 
 
-def _torch_error(kwargs, param=None) -> Exception:
+def _torch_error(torch, kwargs, param=None) -> Exception:
   """What torch raises at construction or in its first step."""
   param = torch.ones(2, 2, requires_grad=True) if param is None else param
   with pytest.raises(Exception) as theirs:
@@ -242,8 +246,8 @@ def _torch_error(kwargs, param=None) -> Exception:
 
 
 @pytest.mark.parametrize('kwargs', CONSTRUCTOR_ERRORS + STEP_ERRORS, ids=repr)
-def test_same_error_as_torch(kwargs):
-  theirs = _torch_error(kwargs)
+def test_same_error_as_torch(kwargs, torch):
+  theirs = _torch_error(torch, kwargs)
   with pytest.raises(type(theirs)) as ours:
     muon(**kwargs)
   assert str(ours.value) == str(theirs)
@@ -256,8 +260,8 @@ def test_array_hyperparameters_are_checked_like_numbers():
 
 
 @pytest.mark.parametrize('shape', [(3,), (2, 3, 4), ()])
-def test_only_matrices(shape):
-  theirs = _torch_error({}, torch.ones(shape, requires_grad=True))
+def test_only_matrices(shape, torch):
+  theirs = _torch_error(torch, {}, torch.ones(shape, requires_grad=True))
   params = {'layer': {'kernel': jnp.ones((3, 4)), 'other': jnp.ones(shape)}}
   with pytest.raises(type(theirs)) as ours:
     muon().init(params)
@@ -266,7 +270,7 @@ def test_only_matrices(shape):
   assert f'size: {shape}' in message and "['layer']['other']" in message
 
 
-def test_no_complex_params():
-  theirs = _torch_error({}, torch.ones(2, 2, dtype=torch.complex64, requires_grad=True))
+def test_no_complex_params(torch):
+  theirs = _torch_error(torch, {}, torch.ones(2, 2, dtype=torch.complex64, requires_grad=True))
   with pytest.raises(type(theirs), match=str(theirs)):
     muon().init({'w': jnp.ones((2, 2), jnp.complex64)})

@@ -3,10 +3,12 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from functional_optim.optimizers.nadam import nadam
+from tests.common import TORCH_REASON
 from tests.parity.harness import assert_same_error_as_torch, Case, check_parity, precision
+
+torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
 KEYS = ('step', 'exp_avg', 'exp_avg_sq', 'mu_product')
 

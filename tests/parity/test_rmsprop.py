@@ -3,10 +3,12 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from functional_optim.optimizers.rmsprop import rmsprop
+from tests.common import TORCH_REASON
 from tests.parity.harness import assert_same_error_as_torch, Case, check_parity, precision
+
+torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
 CONFIGS = {
     'default': dict(),
@@ -99,11 +101,3 @@ BAD = [
 @pytest.mark.parametrize('kwargs', BAD, ids=str)
 def test_same_error_as_torch(kwargs):
   assert_same_error_as_torch(torch.optim.RMSprop, rmsprop, kwargs)
-
-
-def test_arguments_are_positional_in_torch_order():
-  """torch's RMSprop has no keyword-only arguments: positions must match."""
-  args = (0.01, 0.9, 1e-8, 0.0, 0.5, True)  # lr, alpha, eps, weight_decay, momentum, centered
-  state = rmsprop(*args).init(jnp.zeros(2))
-  assert state.grad_avg is not None and state.momentum_buffer is not None
-  assert sorted(state.hyperparams) == ['alpha', 'eps', 'lr', 'momentum']

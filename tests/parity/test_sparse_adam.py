@@ -14,12 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from jax.experimental import sparse
 
 import functional_optim as fo
 from functional_optim.optimizers.sparse_adam import sparse_adam
+from tests.common import TORCH_REASON
 from tests.parity.harness import assert_same_error_as_torch, assert_close, precision
+
+torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
 TABLES = [(20, 4), (12, 3)]
 BATCH = [6, 4]

@@ -38,42 +38,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from jax.experimental import sparse
 
 import functional_optim as fo
 from functional_optim import optim
 from functional_optim import schedules as S
 from functional_optim.interop.torch import state_dict_to_torch
+from tests.common import assert_same_error_as_torch
 from tests.optim import test_lr_scheduler_errors as scheduler_errors
-from tests.parity.harness import assert_same_error_as_torch
 
 nan = float('nan')
-T = torch.optim.lr_scheduler
 
 
 # ----------------------------------------------------------------------------
 # Shared: the algorithms, their params and gradients, and "nothing changed".
 
-# name: (functional builder, facade class, torch class, options that keep every
-# buffer the algorithm has).
+# name: (functional builder, facade class, the name of torch.optim's class (ours
+# too), options that keep every buffer the algorithm has).
 ALGORITHMS = {
-    'sgd': (fo.sgd, optim.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
-    'adam': (fo.adam, optim.Adam, torch.optim.Adam, dict(lr=0.1, amsgrad=True)),
-    'adamw': (fo.adamw, optim.AdamW, torch.optim.AdamW, dict(lr=0.1)),
-    'adadelta': (fo.adadelta, optim.Adadelta, torch.optim.Adadelta, {}),
-    'adafactor': (fo.adafactor, optim.Adafactor, torch.optim.Adafactor, {}),
-    'adagrad': (fo.adagrad, optim.Adagrad, torch.optim.Adagrad, {}),
-    'adamax': (fo.adamax, optim.Adamax, torch.optim.Adamax, {}),
-    'asgd': (fo.asgd, optim.ASGD, torch.optim.ASGD, {}),
-    'muon': (fo.muon, optim.Muon, torch.optim.Muon, dict(weight_decay=0.1)),
-    'nadam': (fo.nadam, optim.NAdam, torch.optim.NAdam, {}),
-    'radam': (fo.radam, optim.RAdam, torch.optim.RAdam, {}),
-    'rmsprop': (fo.rmsprop, optim.RMSprop, torch.optim.RMSprop,
+    'sgd': (fo.sgd, optim.SGD, 'SGD', dict(lr=0.1, momentum=0.9)),
+    'adam': (fo.adam, optim.Adam, 'Adam', dict(lr=0.1, amsgrad=True)),
+    'adamw': (fo.adamw, optim.AdamW, 'AdamW', dict(lr=0.1)),
+    'adadelta': (fo.adadelta, optim.Adadelta, 'Adadelta', {}),
+    'adafactor': (fo.adafactor, optim.Adafactor, 'Adafactor', {}),
+    'adagrad': (fo.adagrad, optim.Adagrad, 'Adagrad', {}),
+    'adamax': (fo.adamax, optim.Adamax, 'Adamax', {}),
+    'asgd': (fo.asgd, optim.ASGD, 'ASGD', {}),
+    'muon': (fo.muon, optim.Muon, 'Muon', dict(weight_decay=0.1)),
+    'nadam': (fo.nadam, optim.NAdam, 'NAdam', {}),
+    'radam': (fo.radam, optim.RAdam, 'RAdam', {}),
+    'rmsprop': (fo.rmsprop, optim.RMSprop, 'RMSprop',
                 dict(momentum=0.9, centered=True)),
-    'rprop': (fo.rprop, optim.Rprop, torch.optim.Rprop, {}),
-    'sparse_adam': (fo.sparse_adam, optim.SparseAdam, torch.optim.SparseAdam, {}),
-    'lbfgs': (fo.lbfgs, optim.LBFGS, torch.optim.LBFGS, {}),
+    'rprop': (fo.rprop, optim.Rprop, 'Rprop', {}),
+    'sparse_adam': (fo.sparse_adam, optim.SparseAdam, 'SparseAdam', {}),
+    'lbfgs': (fo.lbfgs, optim.LBFGS, 'LBFGS', {}),
 }
 # The ones stepped with dense gradients through update(grads, state, params).
 DENSE = [n for n in ALGORITHMS if n not in ('sparse_adam', 'lbfgs')]
@@ -161,7 +159,11 @@ def assert_identical(a, b, where: str = '') -> None:
 
 
 def assert_unchanged_and_working(opt, twin, before, name: str) -> None:
-  """``opt`` holds what it held before the bad call, and steps as ``twin`` does."""
+  """``opt`` holds what it held before the bad call, and steps as ``twin`` does.
+
+  Bit for bit on any CPU: a failed call copies nothing, and the two optimizers
+  run the same compiled step on equal inputs.
+  """
   assert_identical(snapshot(opt), before, 'after the bad call')
   valid_step(opt, name, 1)
   valid_step(twin, name, 1)
@@ -248,8 +250,8 @@ SAME_AS_TORCH = [
     ('SparseAdam', dict(betas=(1.0, 0.999))),
     ('SparseAdam', dict(betas=(0.9, 1.0))),
 ]
-FUNCTIONAL = {torch_cls.__name__: builder for builder, _, torch_cls, _ in ALGORITHMS.values()}
-FACADE = {torch_cls.__name__: cls for _, cls, torch_cls, _ in ALGORITHMS.values()}
+FUNCTIONAL = {torch_name: builder for builder, _, torch_name, _ in ALGORITHMS.values()}
+FACADE = {torch_name: cls for _, cls, torch_name, _ in ALGORITHMS.values()}
 
 
 def case_id(name, kwargs) -> str:
@@ -259,7 +261,7 @@ def case_id(name, kwargs) -> str:
 @pytest.mark.parametrize('api', ['functional', 'facade'])
 @pytest.mark.parametrize('name,kwargs', SAME_AS_TORCH,
                          ids=[case_id(*c) for c in SAME_AS_TORCH])
-def test_hyperparameter_error_is_torchs(name, kwargs, api):
+def test_hyperparameter_error_is_torchs(name, kwargs, api, torch):
   if api == 'functional':
     ours = FUNCTIONAL[name]
   else:
@@ -269,7 +271,7 @@ def test_hyperparameter_error_is_torchs(name, kwargs, api):
 
 
 @pytest.mark.parametrize('name', sorted(FACADE))
-def test_array_lr_of_several_elements(name):
+def test_array_lr_of_several_elements(name, torch):
   # torch: ValueError('Tensor lr must be 1-element'); ours names the shape.
   with pytest.raises(ValueError, match='Tensor lr must be 1-element'):
     getattr(torch.optim, name)([torch.zeros(2, 2, requires_grad=True)], lr=torch.ones(2))
@@ -277,10 +279,10 @@ def test_array_lr_of_several_elements(name):
     FUNCTIONAL[name](lr=jnp.ones(2))
 
 
-def torch_first_step(torch_cls, kwargs):
+def torch_first_step(torch, name, kwargs):
   """torch's constructor, then a first step: some of its checks wait for the step."""
   p = torch.nn.Parameter(torch.ones(3, 3))
-  opt = torch_cls([p], **kwargs)
+  opt = getattr(torch.optim, name)([p], **kwargs)
 
   def closure():
     opt.zero_grad()
@@ -289,7 +291,7 @@ def torch_first_step(torch_cls, kwargs):
     return loss
 
   closure()
-  opt.step(closure if torch_cls is torch.optim.LBFGS else None)
+  opt.step(closure if name == 'LBFGS' else None)
 
 
 # (torch class name, kwargs, error): torch raises it at the first step, we at
@@ -303,9 +305,9 @@ EARLIER_THAN_TORCH = [
 
 @pytest.mark.parametrize('name,kwargs,error', EARLIER_THAN_TORCH,
                          ids=[case_id(n, k) for n, k, _ in EARLIER_THAN_TORCH])
-def test_raised_at_construction_where_torch_raises_at_step(name, kwargs, error):
+def test_raised_at_construction_where_torch_raises_at_step(name, kwargs, error, torch):
   with pytest.raises(error) as theirs:
-    torch_first_step(getattr(torch.optim, name), kwargs)
+    torch_first_step(torch, name, kwargs)
   with pytest.raises(error) as raised:
     FUNCTIONAL[name](**kwargs)
   assert str(raised.value) == str(theirs.value)
@@ -329,9 +331,9 @@ DELIBERATE = [
 
 @pytest.mark.parametrize('name,kwargs,error,match,torch_error,why', DELIBERATE,
                          ids=[case_id(*c[:2]) for c in DELIBERATE])
-def test_refused_on_purpose(name, kwargs, error, match, torch_error, why):
+def test_refused_on_purpose(name, kwargs, error, match, torch_error, why, torch):
   try:
-    torch_first_step(getattr(torch.optim, name), kwargs)
+    torch_first_step(torch, name, kwargs)
     raised = None
   except Exception as theirs:  # noqa: BLE001 (the type is what is compared)
     raised = type(theirs)
@@ -340,7 +342,7 @@ def test_refused_on_purpose(name, kwargs, error, match, torch_error, why):
     FUNCTIONAL[name](**kwargs)
 
 
-def test_facade_add_param_group_checks_the_group():
+def test_facade_add_param_group_checks_the_group(torch):
   # torch's add_param_group does not check a group's hyperparameters (its
   # constructor checks the defaults only); we build the group's transformation,
   # which does. The optimizer is left as it was.
@@ -355,57 +357,59 @@ def test_facade_add_param_group_checks_the_group():
   assert_unchanged_and_working(opt, twin, before, 'adam')
 
 
-# Pure schedules: (ours, torch's on an optimizer, error). torch raises at
+# Pure schedules: (ours, torch's from its lr_scheduler module T and an optimizer,
+# error). torch raises at
 # construction or first step (run both); tests/schedules/test_errors.py has the rest.
 SCHEDULES = {
     'multi_step_milestones_not_iterable': (
-        lambda: S.multi_step_lr(0.1, 5), lambda o: T.MultiStepLR(o, 5), TypeError),
+        lambda: S.multi_step_lr(0.1, 5), lambda T, o: T.MultiStepLR(o, 5), TypeError),
     'cyclic_step_size_up_none': (
         lambda: S.cyclic_lr(0.01, 0.1, step_size_up=None),
-        lambda o: T.CyclicLR(o, 0.01, 0.1, step_size_up=None), TypeError),
+        lambda T, o: T.CyclicLR(o, 0.01, 0.1, step_size_up=None), TypeError),
     'cyclic_step_size_up_zero': (
         lambda: S.cyclic_lr(0.01, 0.1, step_size_up=0, step_size_down=0),
-        lambda o: T.CyclicLR(o, 0.01, 0.1, step_size_up=0, step_size_down=0),
+        lambda T, o: T.CyclicLR(o, 0.01, 0.1, step_size_up=0, step_size_down=0),
         ZeroDivisionError),
     'one_cycle_pct_start_negative': (
         lambda: S.one_cycle_lr(0.1, total_steps=10, pct_start=-0.1),
-        lambda o: T.OneCycleLR(o, 0.1, total_steps=10, pct_start=-0.1), ValueError),
+        lambda T, o: T.OneCycleLR(o, 0.1, total_steps=10, pct_start=-0.1), ValueError),
     'one_cycle_epochs_float': (
         lambda: S.one_cycle_lr(0.1, epochs=1.5, steps_per_epoch=3),
-        lambda o: T.OneCycleLR(o, 0.1, epochs=1.5, steps_per_epoch=3), ValueError),
+        lambda T, o: T.OneCycleLR(o, 0.1, epochs=1.5, steps_per_epoch=3), ValueError),
     'one_cycle_steps_per_epoch_zero': (
         lambda: S.one_cycle_lr(0.1, epochs=2, steps_per_epoch=0),
-        lambda o: T.OneCycleLR(o, 0.1, epochs=2, steps_per_epoch=0), ValueError),
+        lambda T, o: T.OneCycleLR(o, 0.1, epochs=2, steps_per_epoch=0), ValueError),
     'warm_restarts_t0_str': (
         lambda: S.cosine_annealing_warm_restarts(0.1, '2'),
-        lambda o: T.CosineAnnealingWarmRestarts(o, '2'), TypeError),
+        lambda T, o: T.CosineAnnealingWarmRestarts(o, '2'), TypeError),
     'warm_restarts_t0_negative': (
         lambda: S.cosine_annealing_warm_restarts(0.1, -1),
-        lambda o: T.CosineAnnealingWarmRestarts(o, -1), ValueError),
+        lambda T, o: T.CosineAnnealingWarmRestarts(o, -1), ValueError),
     'linear_start_factor_negative': (
         lambda: S.linear_lr(0.1, start_factor=-0.5),
-        lambda o: T.LinearLR(o, start_factor=-0.5), ValueError),
+        lambda T, o: T.LinearLR(o, start_factor=-0.5), ValueError),
     'plateau_factor_one': (
         lambda: S.reduce_lr_on_plateau(fo.sgd(lr=0.1), factor=1.0),
-        lambda o: T.ReduceLROnPlateau(o, factor=1.0), ValueError),
+        lambda T, o: T.ReduceLROnPlateau(o, factor=1.0), ValueError),
     'plateau_factor_above_one': (
         lambda: S.reduce_lr_on_plateau(fo.sgd(lr=0.1), factor=2.0),
-        lambda o: T.ReduceLROnPlateau(o, factor=2.0), ValueError),
+        lambda T, o: T.ReduceLROnPlateau(o, factor=2.0), ValueError),
     'plateau_mode': (
         lambda: S.reduce_lr_on_plateau(fo.sgd(lr=0.1), mode='avg'),
-        lambda o: T.ReduceLROnPlateau(o, mode='avg'), ValueError),
+        lambda T, o: T.ReduceLROnPlateau(o, mode='avg'), ValueError),
     'plateau_threshold_mode': (
         lambda: S.reduce_lr_on_plateau(fo.sgd(lr=0.1), threshold_mode='x'),
-        lambda o: T.ReduceLROnPlateau(o, threshold_mode='x'), ValueError),
+        lambda T, o: T.ReduceLROnPlateau(o, threshold_mode='x'), ValueError),
 }
 
 
-def torch_scheduler_error(build_torch):
+def torch_scheduler_error(torch, build_torch):
+  T = torch.optim.lr_scheduler
   opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     try:
-      scheduler = build_torch(opt)
+      scheduler = build_torch(T, opt)
       opt.step()
       scheduler.step(*([1.0] if isinstance(scheduler, T.ReduceLROnPlateau) else []))
     except Exception as error:  # noqa: BLE001 (the type is what is compared)
@@ -414,9 +418,9 @@ def torch_scheduler_error(build_torch):
 
 
 @pytest.mark.parametrize('name', SCHEDULES)
-def test_schedule_error_is_torchs(name):
+def test_schedule_error_is_torchs(name, torch):
   ours, theirs, error = SCHEDULES[name]
-  assert torch_scheduler_error(theirs) is error
+  assert torch_scheduler_error(torch, theirs) is error
   with pytest.raises(error):
     schedule = ours()
     if callable(schedule):
@@ -426,16 +430,16 @@ def test_schedule_error_is_torchs(name):
 # torch fails at its first step (integer modulo by zero); a pure schedule cannot
 # raise under jit, so it raises the same error when it is built.
 ZERO_PERIODS = {
-    'step_size_zero': (lambda: S.step_lr(0.1, step_size=0), lambda o: T.StepLR(o, 0)),
+    'step_size_zero': (lambda: S.step_lr(0.1, step_size=0), lambda T, o: T.StepLR(o, 0)),
     'cosine_t_max_zero': (lambda: S.cosine_annealing_lr(0.1, T_max=0),
-                          lambda o: T.CosineAnnealingLR(o, 0)),
+                          lambda T, o: T.CosineAnnealingLR(o, 0)),
 }
 
 
 @pytest.mark.parametrize('name', ZERO_PERIODS)
-def test_schedule_dividing_by_zero(name):
+def test_schedule_dividing_by_zero(name, torch):
   ours, theirs = ZERO_PERIODS[name]
-  assert torch_scheduler_error(theirs) is ZeroDivisionError
+  assert torch_scheduler_error(torch, theirs) is ZeroDivisionError
   with pytest.raises(ZeroDivisionError):
     ours()(3)
 
@@ -455,18 +459,19 @@ FACADE_SCHEDULERS = {
 
 
 @pytest.mark.parametrize('name', FACADE_SCHEDULERS)
-def test_facade_scheduler_error_is_torchs(name):
+def test_facade_scheduler_error_is_torchs(name, torch):
   factory, error = FACADE_SCHEDULERS[name]
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', UserWarning)
     with pytest.raises(error):
-      factory(T, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9))
+      factory(torch.optim.lr_scheduler,
+              torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9))
     with pytest.raises(error):
       factory(optim.lr_scheduler, optim.SGD([jnp.zeros(1)], lr=0.1, momentum=0.9))
 
 
 @pytest.mark.parametrize('name', scheduler_errors.CASES)
-def test_failed_scheduler_leaves_the_optimizer_as_torchs(name):
+def test_failed_scheduler_leaves_the_optimizer_as_torchs(name, torch):
   # A scheduler that fails writes into the optimizer's groups exactly what
   # torch's writes before it raises (CyclicLR sets 'lr' before checking momentum,
   # OneCycleLR 'initial_lr'/'max_lr'/'min_lr'): the facade copies torch there,
@@ -475,7 +480,7 @@ def test_failed_scheduler_leaves_the_optimizer_as_torchs(name):
   factory, kind, groups, _ = scheduler_errors.CASES[name]
 
   def changed_keys(M):
-    opt, new = scheduler_errors.build(M, kind, groups)
+    opt, new = scheduler_errors.build(M, kind, groups, torch)
     before = copy.deepcopy([{k: v for k, v in g.items() if k != 'params'}
                             for g in opt.param_groups])
     with warnings.catch_warnings():
@@ -486,7 +491,7 @@ def test_failed_scheduler_leaves_the_optimizer_as_torchs(name):
     return opt, {k for b, a in zip(before, after) for k in {*b, *a} if b.get(k) != a.get(k)}
 
   ours, ours_changed = changed_keys(optim.lr_scheduler)
-  _, torch_changed = changed_keys(T)
+  _, torch_changed = changed_keys(torch.optim.lr_scheduler)
   assert ours_changed == torch_changed
   before = jax.tree.map(np.array, ours.params)
   ours.step(jax.tree.map(jnp.ones_like, ours.params))
@@ -683,7 +688,7 @@ def test_facade_refuses_non_float_params(name):
     facade(name, _with(params_for(name), ['w'], jnp.ones((2, 3), jnp.int32)))
 
 
-def test_torch_takes_but_cannot_differentiate_integer_params():
+def test_torch_takes_but_cannot_differentiate_integer_params(torch):
   torch.optim.SGD([torch.zeros(2, dtype=torch.int64)], lr=0.1)  # accepted...
   with pytest.raises(RuntimeError, match='Only Tensors of floating point and complex'):
     torch.zeros(2, dtype=torch.int64, requires_grad=True)  # ...but never has a grad
@@ -805,8 +810,11 @@ def _without(sd, key):
 
 # Arrays of each library for the mutations: torch's optimizer wants tensors.
 NUMPY = types.SimpleNamespace(ones=lambda shape, dtype='float32': np.ones(shape, dtype))
-TORCH = types.SimpleNamespace(
-    ones=lambda shape, dtype='float32': torch.ones(shape, dtype=getattr(torch, dtype)))
+
+
+def torch_arrays(torch):
+  return types.SimpleNamespace(
+      ones=lambda shape, dtype='float32': torch.ones(shape, dtype=getattr(torch, dtype)))
 
 # Adam, param 0 is ['b']['c'] (4,), param 1 is ['w'] (2, 3).
 # case: (mutation(sd, arrays), our error, our message, torch's error at load or at
@@ -867,7 +875,7 @@ LOAD_CASES = {
 }
 
 
-def torch_load_error(mutation):
+def torch_load_error(torch, mutation):
   """What torch's Adam raises loading the mutated dict, or at the step after."""
   params = [torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(2, 3))]
   opt = torch.optim.Adam(params, lr=0.1, amsgrad=True)
@@ -879,7 +887,7 @@ def torch_load_error(mutation):
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     try:
-      other.load_state_dict(mutation(copy.deepcopy(opt.state_dict()), TORCH))
+      other.load_state_dict(mutation(copy.deepcopy(opt.state_dict()), torch_arrays(torch)))
       for p in fresh:
         p.grad = torch.ones_like(p)
       other.step()
@@ -889,9 +897,9 @@ def torch_load_error(mutation):
 
 
 @pytest.mark.parametrize('case', LOAD_CASES)
-def test_load_state_dict_refuses(case):
+def test_load_state_dict_refuses(case, torch):
   mutation, error, match, torch_error = LOAD_CASES[case]
-  assert torch_load_error(mutation) is torch_error
+  assert torch_load_error(torch, mutation) is torch_error
   opt, twin = twins('adam')
   before = snapshot(opt)
   with pytest.raises(error, match=match):
@@ -960,7 +968,7 @@ TORCH_FILE = {
 
 
 @pytest.mark.parametrize('how', [*TORCH_FILE, 'garble_tensor_bytes'])
-def test_torch_load_of_a_damaged_file(how, tmp_path):
+def test_torch_load_of_a_damaged_file(how, tmp_path, torch):
   opt, _ = twins('adam')
   path = tmp_path / 'opt.pt'
   saved = state_dict_to_torch(opt.state_dict())

@@ -25,11 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 
 import functional_optim as fo
+from tests.common import TORCH_REASON
+
+torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
 RTOL, ATOL = 1e-10, 1e-12
 SEED = 20240613
