@@ -11,9 +11,10 @@
 """
 
 from functional_optim.core import (
-    ApplyIfFiniteState, GradientTransformation, MaskedNode, MixedPrecisionState,
-    PartitionState, Schedule, ScalarOrSchedule, apply_if_finite, apply_updates, chain,
-    get_hyperparams, mixed_precision, partition, set_hyperparams)
+    ApplyIfFiniteState, GradientTransformation, GradientTransformationExtraArgs,
+    Hyperparams, MaskedNode, MixedPrecisionState, PartitionState, Schedule,
+    ScalarOrSchedule, apply_if_finite, apply_updates, chain, get_hyperparams,
+    mixed_precision, partition, set_hyperparams, with_extra_args_support)
 from functional_optim import averaging, distributed, kernels, schedules
 from functional_optim.optimizers import *  # noqa: F403  (the algorithms and their states)
 from functional_optim.optimizers import __all__ as _optimizers
@@ -21,8 +22,9 @@ from functional_optim.optimizers import __all__ as _optimizers
 __version__ = '0.1.0'
 
 __all__ = [
-    'ApplyIfFiniteState', 'GradientTransformation', 'MaskedNode', 'MixedPrecisionState',
-    'PartitionState', 'Schedule', 'ScalarOrSchedule', 'apply_if_finite', 'apply_updates',
-    'averaging', 'chain', 'distributed', 'get_hyperparams', 'kernels', 'mixed_precision',
-    'partition', 'schedules', 'set_hyperparams', *_optimizers,
+    'ApplyIfFiniteState', 'GradientTransformation', 'GradientTransformationExtraArgs',
+    'Hyperparams', 'MaskedNode', 'MixedPrecisionState', 'PartitionState', 'Schedule',
+    'ScalarOrSchedule', 'apply_if_finite', 'apply_updates', 'averaging', 'chain',
+    'distributed', 'get_hyperparams', 'kernels', 'mixed_precision', 'partition',
+    'schedules', 'set_hyperparams', 'with_extra_args_support', *_optimizers,
 ]

@@ -189,7 +189,7 @@ def _given_update():
   """An inner transformation whose update is the ``delta`` passed as an extra argument."""
   def update(updates, state, params=None, *, delta=None, **extra):
     return delta, state
-  return fo.GradientTransformation(lambda params: (), update)
+  return fo.GradientTransformationExtraArgs(lambda params: (), update)
 
 
 # Below these ratios |target| / |param| a float32 sum cannot reach the target

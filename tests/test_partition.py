@@ -100,7 +100,7 @@ def test_extra_keyword_arguments_reach_transformations_that_take_them():
     seen.append(sorted(extra))
     return jax.tree.map(lambda g: extra['value'] * g, updates), state
 
-  scale_by_value = fo.GradientTransformation(lambda params: (), update)
+  scale_by_value = fo.GradientTransformationExtraArgs(lambda params: (), update)
   tx = partition({'value': scale_by_value, 'optax': optax.scale(-1.0)},
                  {'w': 'optax', 'b': 'value', 'scale': 'value'})
   updates, _ = tx.update(GRADS, tx.init(PARAMS), value=3.0)
@@ -118,11 +118,10 @@ def test_hyperparams_through_partition():
   np.testing.assert_allclose(hp['momentum'], 0.9, rtol=1e-7)
   np.testing.assert_allclose(fo.get_hyperparams(state[1].inner_states['adam'])['betas'][0],
                              0.8, rtol=1e-7)
-  # ...a name both carry, on the inner state of one of them.
-  with pytest.raises(ValueError, match="'lr' belongs to more than one"):
-    fo.get_hyperparams(state)
-  inner = state[1].inner_states
-  state = (state[0], PartitionState({**inner, 'adam': fo.set_hyperparams(inner['adam'], lr=0.5)}))
+  # ...a name both carry reads back by path, and is set on one when at= names it.
+  assert sorted(fo.get_hyperparams(state)['lr']) == [
+      "[1].inner_states['adam']", "[1].inner_states['muon']"]
+  state = fo.set_hyperparams(state, at='adam', lr=0.5)
   updates, state = jax.jit(tx.update)(GRADS, state, PARAMS)
   np.testing.assert_allclose(updates['b'], [-0.5, 0.5], rtol=1e-6)  # Adam's first step: -lr·sign(g).
   np.testing.assert_allclose(fo.get_hyperparams(state[1].inner_states['muon'])['lr'], 0.02,

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 from functional_optim.averaging.functions import (
     AvgFn, MultiAvgFn, get_ema_multi_avg_fn, get_swa_avg_fn)
 from functional_optim.core.transform import (
-    GradientTransformation, accepts_extra_kwargs, apply_updates)
+    GradientTransformation, GradientTransformationExtraArgs, apply_updates,
+    with_extra_args_support)
 
 PyTree = Any
 
@@ -131,7 +132,7 @@ class AveragedState(NamedTuple):
 
 
 def averaged(inner: GradientTransformation, averager: Averager | None = None, *,
-             start: int = 0, every: int = 1) -> GradientTransformation:
+             start: int = 0, every: int = 1) -> GradientTransformationExtraArgs:
   r"""``inner``, keeping a running average of the params it produces in its state.
 
   After update ``k`` (counting from 1), the new params ``params + updates`` join
@@ -159,7 +160,7 @@ def averaged(inner: GradientTransformation, averager: Averager | None = None, *,
   if every < 1:
     raise ValueError(f'every must be >= 1, got {every}')
   averager = averager or swa()
-  inner_takes_extra = accepts_extra_kwargs(inner.update)
+  inner = with_extra_args_support(inner)
 
   def init(params):
     return AveragedState(inner.init(params), averager.init(params),
@@ -168,7 +169,6 @@ def averaged(inner: GradientTransformation, averager: Averager | None = None, *,
   def update(updates, state, params=None, **extra):
     if params is None:
       raise ValueError('averaged needs params: call update(grads, state, params)')
-    extra = extra if inner_takes_extra else {}
     updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
     count = state.count + 1
     joins = (count > start) & ((count - start) % every == 0)
@@ -177,4 +177,4 @@ def averaged(inner: GradientTransformation, averager: Averager | None = None, *,
                            candidate, state.average)
     return updates, AveragedState(inner_state, average, count)
 
-  return GradientTransformation(init, update)
+  return GradientTransformationExtraArgs(init, update)

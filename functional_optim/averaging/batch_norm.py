@@ -35,7 +35,8 @@ class _CumulativeStats:
 
   def __init__(self):
     self.batches = 0
-    self.mean = self.var = None
+    self.mean: jax.Array = jnp.zeros([])  # replaced by the first batch's
+    self.var: jax.Array = jnp.zeros([])
 
   def add(self, x: jax.Array, axis) -> None:
     features = _feature_axes(x.ndim, axis)

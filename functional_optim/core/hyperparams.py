@@ -1,10 +1,25 @@
 """Hyperparameters as data.
 
 Every numeric hyperparameter (``lr``, ``betas``, ``eps``, ``weight_decay``,
-``momentum``, ...) is given as a Python number, a 0-d array or a schedule
-``count -> value``, and lives in the optimizer state as a 0-d array in the
-``hyperparams`` dict. Changing it between steps changes data, not the program, so
-a jitted train step never recompiles.
+``momentum``, ...) is given as a Python number, an array or a schedule
+``count -> value``, and lives in the optimizer state as a 0-d array (the state's
+``hyperparams``, a :class:`Hyperparams` mapping). Changing it between steps
+changes data, not the program, so a jitted train step never recompiles.
+
+Where a value comes from: the last word wins. A step uses
+
+* a schedule's value at the step's ``count`` (a schedule drives its
+  hyperparameter: :func:`set_hyperparams` of it is an error that names it);
+* for a constant, the value most recently given, either to the builder or by
+  :func:`set_hyperparams`. The state remembers what the builder gave at the last
+  ``init`` or ``update``, so a builder called with a new value (a rebuilt
+  optimizer, ``optax.inject_hyperparams``, a value traced inside ``jit``) is
+  noticed and used, while a builder that gives the same value again leaves a
+  value set since in place. The comparison runs in the program: no recompiling.
+
+A gate given as the Python number ``0`` or ``0.0`` (``weight_decay``, SGD's
+``momentum``) leaves its piece out of the program and out of the state; give an
+array (``jnp.asarray(0.0)``) to keep it settable.
 
 Numbers are stored in JAX's default float dtype (float64 when ``jax_enable_x64`` is
 on): scalar arithmetic on them (bias corrections, step sizes) then runs in the
@@ -22,17 +37,20 @@ Read and write them between steps with :func:`get_hyperparams` and
 :func:`set_hyperparams`::
 
     >>> import functional_optim as fo, jax.numpy as jnp
-    >>> state = fo.adam(lr=1e-3).init({'w': jnp.zeros(3)})
+    >>> tx = fo.adam(lr=1e-3)
+    >>> state = tx.init({'w': jnp.zeros(3)})
     >>> print(fo.get_hyperparams(state)['lr'])
     0.001
     >>> state = fo.set_hyperparams(state, lr=1e-4)
+    >>> _, state = tx.update({'w': jnp.ones(3)}, state)  # steps with 1e-4
     >>> print(fo.get_hyperparams(state)['lr'])
     0.0001
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Union
+import numbers
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -119,17 +137,142 @@ def array_dtype(value: Any) -> np.dtype | None:
 
 def _as_hyperparam(value, dtype=None) -> jax.Array:
   """A 0-d array in ``dtype`` (default: :func:`given_dtype`); torch's 1-element
-  tensors (shape ``(1,)``) count as scalars."""
-  value = jnp.asarray(value, dtype=given_dtype(value) if dtype is None else dtype)
+  tensors (shape ``(1,)``) count as scalars. Always a copy: a state may be donated
+  to a jitted step, and the caller's array must outlive it."""
+  value = jnp.array(value, dtype=given_dtype(value) if dtype is None else dtype, copy=True)
   return value.reshape(()) if value.ndim else value
 
 
-def initial_hyperparams(spec: Mapping[str, PyTree]) -> dict[str, PyTree]:
+def is_zero(value: Any) -> bool:
+  """True when ``value`` is the Python number 0: the piece it gates is compiled out.
+
+  Only a plain number counts (``0`` and ``0.0`` alike); an array or a schedule
+  that is 0 now may change later, so it keeps the piece in the program (and in
+  the state).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.hyperparams import is_zero
+    >>> is_zero(0), is_zero(0.0), is_zero(jnp.float32(0.0)), is_zero(False)
+    (True, True, False, False)
+  """
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0
+
+
+def compile_out_zeros(hyperparams: Mapping[str, PyTree],
+                      gates: Mapping[str, Sequence[str]]) -> tuple[dict, dict[str, str]]:
+  """``hyperparams`` without each gate given as the Python number 0, nor what it gates.
+
+  ``gates`` maps a gate to the hyperparameters that exist only with it
+  (SGD's ``{'momentum': ('momentum', 'dampening')}``).
+
+  Returns:
+    ``(live, compiled_out)``: the hyperparameters kept, and each one left out
+    with the gate that left it out (for :func:`set_hyperparams`'s message).
+
+  Example:
+    >>> from functional_optim.core.hyperparams import compile_out_zeros
+    >>> compile_out_zeros({'lr': 0.1, 'momentum': 0, 'dampening': 0.5},
+    ...                   {'momentum': ('momentum', 'dampening')})
+    ({'lr': 0.1}, {'momentum': 'momentum', 'dampening': 'momentum'})
+  """
+  live, compiled_out = dict(hyperparams), {}
+  for gate, names in gates.items():
+    if is_zero(hyperparams[gate]):
+      for name in names:
+        live.pop(name, None)
+        compiled_out[name] = gate
+  return live, compiled_out
+
+
+def _describe(schedule: Any) -> str:
+  name = getattr(schedule, '__name__', None)
+  if name is None or isinstance(schedule, type):
+    return repr(schedule)
+  return 'a lambda' if name == '<lambda>' else f'the function {name}'
+
+
+def _scheduled_parts(spec: Mapping[str, PyTree]) -> tuple[tuple[str, str], ...]:
+  """``(name, description)`` of each hyperparameter that a schedule drives (or partly)."""
+  parts = []
+  for name in sorted(spec):
+    leaves = jax.tree_util.tree_flatten_with_path(spec[name])[0]
+    driven = [(jax.tree_util.keystr(path), _describe(leaf))
+              for path, leaf in leaves if is_schedule(leaf)]
+    if driven:
+      parts.append((name, ', '.join(f'{name}{where}: {what}' if where else what
+                                    for where, what in driven)))
+  return tuple(parts)
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class Hyperparams(Mapping):
+  """The hyperparameters of an optimizer state: a read-only mapping name -> value.
+
+  A pytree (jit, shard and checkpoint it with the rest of the state) whose
+  leaves are the values in effect (``in_effect``: those the last step used, before
+  the first step those it will use) and, for constants, what the builder gave at
+  the last ``init`` or ``update`` (``given``, None where a schedule drives the
+  value: how a new builder value is noticed; see the module docstring). Which
+  hyperparameters a schedule drives, and which a Python ``0`` compiled out, are
+  static (part of the tree structure).
+
+  Read it like a dict (``state.hyperparams['lr']``); write with
+  :func:`set_hyperparams`.
+
+  Example:
+    >>> import jax.numpy as jnp, functional_optim as fo
+    >>> hp = fo.sgd(lr=0.5, momentum=0.9).init(jnp.zeros(2)).hyperparams
+    >>> sorted(hp), float(hp['lr'])
+    (['dampening', 'lr', 'momentum'], 0.5)
+  """
+
+  __slots__ = ('in_effect', 'given', 'scheduled', 'compiled_out')
+
+  def __init__(self, values: Mapping[str, PyTree], given: Mapping[str, PyTree] | None = None,
+               scheduled: Iterable[tuple[str, str]] = (),
+               compiled_out: Iterable[tuple[str, str]] = ()):
+    self.in_effect = dict(values)
+    self.given = dict(self.in_effect if given is None else given)
+    self.scheduled = tuple(scheduled)
+    self.compiled_out = tuple(compiled_out)
+
+  def __getitem__(self, name: str) -> PyTree:
+    return self.in_effect[name]
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self.in_effect)
+
+  def __len__(self) -> int:
+    return len(self.in_effect)
+
+  def __repr__(self) -> str:
+    return f'Hyperparams({", ".join(f"{k}={v!r}" for k, v in self.in_effect.items())})'
+
+  def replace(self, values: Mapping[str, PyTree]) -> 'Hyperparams':
+    """A copy with ``values`` (by name) in effect; what the builder gave is kept."""
+    return Hyperparams({**self.in_effect, **values}, self.given, self.scheduled,
+                       self.compiled_out)
+
+  def tree_flatten_with_keys(self):
+    children = ((jax.tree_util.GetAttrKey('in_effect'), self.in_effect),
+                (jax.tree_util.GetAttrKey('given'), self.given))
+    return children, (self.scheduled, self.compiled_out)
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    values, given = children
+    return cls(values, given, *aux)
+
+
+def initial_hyperparams(spec: Mapping[str, PyTree],
+                        compiled_out: Mapping[str, str] | None = None) -> Hyperparams:
   """The values the first step uses: constants as they are, schedules at count 0.
 
   Each leaf of ``spec`` becomes a 0-d array (in :func:`given_dtype`; a schedule's
   value in :func:`hyperparam_dtype`): :math:`h = s(0)` for a schedule :math:`s`,
-  else :math:`h = s`.
+  else :math:`h = s`. ``compiled_out``: the hyperparameters a Python 0 left out,
+  each with its gate (:func:`compile_out_zeros`).
 
   Example:
     >>> from functional_optim.core.hyperparams import initial_hyperparams
@@ -138,112 +281,237 @@ def initial_hyperparams(spec: Mapping[str, PyTree]) -> dict[str, PyTree]:
     >>> float(hp['lr']), [float(b) for b in hp['betas']]
     (0.5, [0.5, 0.25])
   """
-  return current_hyperparams(spec, None, jnp.zeros([], jnp.int32))
+  return current_hyperparams(spec, None, jnp.zeros([], jnp.int32), compiled_out)
 
 
-def current_hyperparams(spec: Mapping[str, PyTree], stored: Mapping[str, PyTree] | None,
-                        count: jax.Array) -> dict[str, PyTree]:
-  r"""The values for the step at ``count``: schedules evaluated, the rest as stored.
+def current_hyperparams(spec: Mapping[str, PyTree], stored: Hyperparams | None,
+                        count: jax.Array,
+                        compiled_out: Mapping[str, str] | None = None) -> Hyperparams:
+  r"""The hyperparameters of the step at ``count``: the last word wins.
 
   ``spec`` is what the builder was given (numbers, arrays, schedules, or tuples of
-  them such as ``betas``); ``stored`` is the state's ``hyperparams`` dict, which
-  holds the values a user may have set since. Leaf by leaf:
-  :math:`h = s(\text{count})` for a schedule :math:`s`, else the stored value
-  (the given one when ``stored`` is None).
+  them such as ``betas``); ``stored`` is the state's :class:`Hyperparams`. Leaf by
+  leaf, with :math:`b` the builder's value now, :math:`b'` the one it gave last
+  time and :math:`h` the value in effect:
+
+  .. math::
+     h \leftarrow s(\text{count}) \ \text{for a schedule } s, \quad
+     h \leftarrow \begin{cases} b & b \ne b' \\ h & \text{else} \end{cases}
+
+  so a value set with :func:`set_hyperparams` holds until the builder gives a new
+  one. Values keep their stored dtypes.
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from functional_optim.core.hyperparams import current_hyperparams
-    >>> spec = {'lr': lambda count: 0.5 ** count, 'eps': 1e-8}
-    >>> stored = {'lr': jnp.float32(9.0), 'eps': jnp.float32(0.25)}  # eps set by hand
+    >>> from functional_optim.core.hyperparams import (
+    ...     current_hyperparams, initial_hyperparams, set_hyperparams)
+    >>> spec = {'lr': lambda count: 0.5 ** count, 'eps': 0.5}
+    >>> stored = initial_hyperparams(spec).replace({'eps': jnp.float32(0.25)})  # set
     >>> hp = current_hyperparams(spec, stored, jnp.int32(2))
     >>> float(hp['lr']), float(hp['eps'])
     (0.25, 0.25)
+    >>> float(current_hyperparams({**spec, 'eps': 0.125}, hp, jnp.int32(3))['eps'])
+    0.125
   """
-  def resolve(given, kept=None):
-    if is_schedule(given):
-      return _as_hyperparam(given(count), hyperparam_dtype())
-    return _as_hyperparam(given if kept is None else kept)
-
-  if stored is None:
-    return {name: jax.tree.map(resolve, value) for name, value in spec.items()}
-  return {name: jax.tree.map(resolve, value, stored[name])
-          for name, value in spec.items()}
+  values, given = {}, {}
+  for name, value in spec.items():
+    treedef = jax.tree.structure(value)
+    leaves = treedef.flatten_up_to(value)
+    if stored is None:
+      kept = last = [None] * len(leaves)
+    else:
+      kept = treedef.flatten_up_to(stored.in_effect[name])
+      last = treedef.flatten_up_to(stored.given[name])
+    new_values, new_given = [], []
+    for leaf, h, b_last in zip(leaves, kept, last):
+      if is_schedule(leaf):  # driven: nothing to compare
+        v, b = _as_hyperparam(leaf(count), hyperparam_dtype()), None
+      elif h is None:
+        v, b = _as_hyperparam(leaf), _as_hyperparam(leaf)  # two buffers: donatable
+      else:
+        b = _as_hyperparam(leaf, jnp.result_type(b_last))
+        v = jnp.where(b != b_last, b, h).astype(jnp.result_type(h))
+      new_values.append(v)
+      new_given.append(b)
+    values[name] = treedef.unflatten(new_values)
+    given[name] = treedef.unflatten(new_given)
+  if compiled_out is None:
+    compiled_out = dict(stored.compiled_out) if stored is not None else {}
+  return Hyperparams(values, given, _scheduled_parts(spec),
+                     tuple(sorted(dict(compiled_out).items())))
 
 
 # ----------------------------------------------------------------------------
-# Reading and writing hyperparameters of a state (of any nesting of chains).
+# Reading and writing the hyperparameters of a state (of any nesting).
 
 
-def _has_hyperparams(node: Any) -> bool:
-  return (isinstance(node, tuple) and hasattr(node, '_fields')
-          and 'hyperparams' in node._fields and isinstance(node.hyperparams, dict))
+class UnknownHyperparameterError(KeyError):
+  """A name that is not a hyperparameter of the state (a ``KeyError``, plainly printed)."""
+
+  def __str__(self) -> str:
+    return str(self.args[0])
 
 
-def _rebuild(node: Any, fn: Callable[[Any], Any]) -> Any:
-  """Applies ``fn`` to every state carrying ``hyperparams`` inside ``node``."""
-  if _has_hyperparams(node):
-    node = fn(node)
-  if isinstance(node, tuple) and hasattr(node, '_fields'):
-    return type(node)(*(child if name == 'hyperparams' else _rebuild(child, fn)
-                        for name, child in zip(node._fields, node)))
-  if isinstance(node, (tuple, list)):
-    return type(node)(_rebuild(child, fn) for child in node)
-  if type(node) is dict:
-    return {key: _rebuild(child, fn) for key, child in node.items()}
-  return node
+def _is_optax_injected(node: Any) -> bool:
+  """optax's ``inject_hyperparams`` state: a NamedTuple with a ``hyperparams`` dict."""
+  fields = getattr(node, '_fields', ())
+  return (isinstance(node, tuple) and 'hyperparams' in fields
+          and type(getattr(node, 'hyperparams')) is dict)
 
 
-def _hyperparam_states(state: Any) -> list[Any]:
-  found = []
-  def collect(node):
-    found.append(node)
-    return node
-  _rebuild(state, collect)
+def _is_holder(node: Any) -> bool:
+  return isinstance(node, Hyperparams) or _is_optax_injected(node)
+
+
+def _values(holder) -> Mapping[str, PyTree]:
+  return holder if isinstance(holder, Hyperparams) else holder.hyperparams
+
+
+def _nnx():
+  import sys
+  return sys.modules.get('flax.nnx')
+
+
+def _is_variable(x: Any) -> bool:
+  nnx = _nnx()
+  return nnx is not None and isinstance(x, nnx.Variable)
+
+
+def _unwrap_optimizer(state: Any) -> Any:
+  """The optax state inside a flax ``nnx.Optimizer`` (its ``opt_state``), else ``state``."""
+  nnx = _nnx()
+  if nnx is not None and isinstance(state, nnx.Optimizer):
+    return state.opt_state
+  return state
+
+
+def _key_of(entry) -> Any:
+  for attr in ('key', 'idx', 'name'):
+    if hasattr(entry, attr):
+      return getattr(entry, attr)
+  return entry
+
+
+def _matches(path, at) -> bool:
+  """Whether ``at`` (a label, an index, or a tuple of them in order) names ``path``."""
+  keys = [_key_of(entry) for entry in path]
+  wanted = at if isinstance(at, tuple) else (at,)
+  position = 0
+  for key in keys:
+    if position < len(wanted) and key == wanted[position]:
+      position += 1
+  return position == len(wanted)
+
+
+def _find(tree: Any, prefix: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+  """``(path, holder)`` of every holder of hyperparameters in ``tree``, outermost first.
+
+  A path names the state that holds them: ``Hyperparams`` are its
+  ``hyperparams`` field (dropped from the path); optax's injected state holds
+  its own, and may wrap ours in its ``inner_state``.
+  """
+  for path, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_holder)[0]:
+    path = prefix + tuple(path)
+    if isinstance(node, Hyperparams):
+      if path and _key_of(path[-1]) == 'hyperparams':
+        path = path[:-1]
+      yield path, node
+    elif _is_optax_injected(node):
+      yield path, node
+      for field in node._fields:
+        if field != 'hyperparams':
+          yield from _find(getattr(node, field),
+                           path + (jax.tree_util.GetAttrKey(field),))
+
+
+def _holders(state: Any, at: Any) -> list[tuple[tuple, Any]]:
+  found = list(_find(state))
+  if not found:
+    raise ValueError('this state has no hyperparameters (no functional_optim optimizer '
+                     'state inside it)')
+  if at is not None:
+    found = [(path, node) for path, node in found if _matches(path, at)]
+    if not found:
+      raise ValueError(f'no transformation in this state is at {at!r} (a label of a '
+                       f'partition, an index of a chain, or a tuple of them)')
   return found
 
 
-def get_hyperparams(state: Any) -> dict[str, PyTree]:
+def _path_name(path) -> str:
+  return jax.tree_util.keystr(tuple(path)).lstrip('.') or '<root>'
+
+
+def _value_of(x):
+  return x.get_value() if _is_variable(x) else x
+
+
+def get_hyperparams(state: Any, at: Any = None) -> dict[str, PyTree]:
   """The current hyperparameters of an optimizer state, by name.
 
-  Works on the state of one optimizer or of a :func:`chain` (at any depth). Each
-  value is the one the last step used (or, before the first step, the one the
-  first step will use). A name carried by two transformations of one chain is
-  ambiguous: read it from that transformation's own state (``state[i]``).
+  Works on the state of one optimizer, of any nesting of chains, partitions and
+  wrappers, and on a flax ``nnx.Optimizer`` (or its ``opt_state``). Each value is
+  the one the last step used (before the first step, the one it will use).
+
+  Args:
+    state: the state (or an ``nnx.Optimizer``).
+    at: only the transformations at this label (of a partition), index (of a
+      chain), or tuple of them in order.
+
+  Returns:
+    ``{name: value}``. A name that several transformations hold maps to
+    ``{path: value}``, each path naming where in the state that transformation's
+    state is (``"inner_states['adamw']"``, ``"[1]"``).
 
   Example:
     >>> import functional_optim as fo, jax.numpy as jnp
-    >>> state = fo.sgd(lr=0.1, momentum=0.9).init({'w': jnp.zeros(2)})
-    >>> sorted(fo.get_hyperparams(state))
-    ['dampening', 'lr', 'momentum']
+    >>> tx = fo.partition({'a': fo.adam(lr=1e-3), 'b': fo.sgd(lr=0.1, momentum=0.9)},
+    ...                   {'w': 'a', 'b': 'b'})
+    >>> hp = fo.get_hyperparams(tx.init({'w': jnp.zeros(2), 'b': jnp.zeros(1)}))
+    >>> float(hp['momentum']), {path: float(lr) for path, lr in hp['lr'].items()}
+    (0.9, {"inner_states['a']": 0.001, "inner_states['b']": 0.1})
   """
-  merged: dict[str, PyTree] = {}
-  for node in _hyperparam_states(state):
-    for name, value in node.hyperparams.items():
-      if name in merged:
-        raise ValueError(
-            f'hyperparameter {name!r} belongs to more than one transformation in '
-            f'this state; read it from the state of one of them (state[i] of a '
-            f'chain, state.inner_states[label] of a partition)')
-      merged[name] = value
-  if not _hyperparam_states(state):
-    raise ValueError('this state has no hyperparameters (no functional_optim '
-                     'optimizer state inside it)')
-  return merged
+  found = _holders(_unwrap_optimizer(state), at)
+  by_name: dict[str, list] = {}
+  for path, node in found:
+    for name, value in _values(node).items():
+      value = jax.tree.map(_value_of, value, is_leaf=_is_variable)
+      by_name.setdefault(name, []).append((path, value))
+  return {name: held[0][1] if len(held) == 1 else
+          {_path_name(path): value for path, value in held}
+          for name, held in by_name.items()}
 
 
-def set_hyperparams(state: Any, **values: PyTree) -> Any:
-  """Returns ``state`` with the named hyperparameters replaced; the next step uses them.
+def _check_scalar(name: str, old: PyTree, value: PyTree) -> None:
+  old = jax.tree.map(_value_of, old, is_leaf=_is_variable)
+  if jax.tree.structure(old) != jax.tree.structure(value):
+    raise ValueError(f'{name!r} expects the structure of {old!r}, got {value!r}')
+  for leaf in jax.tree.leaves(value):
+    if np.size(leaf) != 1:
+      raise ValueError(f'{name!r} must be a scalar (one value for all the params it '
+                       f'drives), got an array of shape {np.shape(leaf)}; give each '
+                       f'group of params its own optimizer with functional_optim.partition')
 
-  Values keep the stored dtype; tuples such as ``betas`` are given whole. Works
-  under ``jax.jit`` (values may be traced), so a schedule computed outside the
-  optimizer changes the learning rate without recompiling. A hyperparameter that
-  was given as a schedule is recomputed from it at every step, so setting it has no
-  lasting effect; give a constant to control it by hand.
+
+def set_hyperparams(state: Any, at: Any = None, **values: PyTree) -> Any:
+  """Returns ``state`` with the named hyperparameters set; the next step uses them.
+
+  Works on the state of one optimizer or of any nesting of chains, partitions and
+  wrappers: a name held by several transformations is set in all of them, unless
+  ``at`` names one (a partition's label, a chain's index, or a tuple of them in
+  order). Values keep the stored dtype; tuples such as ``betas`` are given whole;
+  each value is a scalar. Works under ``jax.jit`` (values may be traced): no
+  recompiling. A value set here holds until the optimizer's builder gives a new
+  one (see the module docstring).
+
+  A flax ``nnx.Optimizer`` (or its ``opt_state``) is updated in place and
+  returned.
 
   Raises:
-    KeyError: a name is no hyperparameter of this state.
-    ValueError: a name belongs to more than one transformation of a chain.
+    KeyError: a name that is no hyperparameter of the selected state; for one that
+      a Python ``0`` compiled out, the message says how to keep it.
+    ValueError: a hyperparameter that a schedule drives (its value comes from the
+      schedule at every step), a value that is not a scalar, or ``at`` naming no
+      transformation.
 
   Example:
     >>> import functional_optim as fo, jax.numpy as jnp
@@ -252,31 +520,92 @@ def set_hyperparams(state: Any, **values: PyTree) -> Any:
     >>> [round(float(b), 6) for b in fo.get_hyperparams(state)['betas']]
     [0.9, 0.95]
   """
-  owners = {name: 0 for name in values}
-  for node in _hyperparam_states(state):
-    for name in node.hyperparams:
-      if name in owners:
-        owners[name] += 1
-  for name, n in owners.items():
-    if n == 0:
-      known = sorted(get_hyperparams(state)) if _hyperparam_states(state) else []
-      raise KeyError(f'{name!r} is not a hyperparameter of this state; it has '
-                     f'{known}')
-    if n > 1:
-      raise ValueError(
-          f'hyperparameter {name!r} belongs to more than one transformation in '
-          f'this state; set it on the state of one of them (state[i] of a chain, '
-          f'state.inner_states[label] of a partition)')
+  return _rewrite(state, at, {name: (lambda _, v=value: v) for name, value in values.items()})
+
+
+def map_hyperparams(state: Any, at: Any = None, **fns: Callable[[PyTree], PyTree]) -> Any:
+  """Returns ``state`` with each named hyperparameter ``h`` replaced by ``fn(h)``,
+  in every transformation that holds it (or those ``at`` names), each from its own.
+
+  :func:`set_hyperparams` with a value computed from the current one:
+  ``reduce_lr_on_plateau`` cuts every lr of a partition (torch's param groups) by
+  its factor this way. The same checks and errors as :func:`set_hyperparams`.
+
+  Example:
+    >>> import functional_optim as fo, jax.numpy as jnp
+    >>> from functional_optim.core.hyperparams import map_hyperparams
+    >>> tx = fo.partition({'a': fo.adam(lr=1e-2), 'b': fo.sgd(lr=0.1)}, {'w': 'a', 'b': 'b'})
+    >>> state = map_hyperparams(tx.init({'w': jnp.zeros(2), 'b': jnp.zeros(1)}),
+    ...                         lr=lambda lr: lr / 2)
+    >>> sorted(round(float(lr), 6) for lr in fo.get_hyperparams(state)['lr'].values())
+    [0.005, 0.05]
+  """
+  return _rewrite(state, at, fns)
+
+
+def _rewrite(state: Any, at: Any, fns: Mapping[str, Callable[[PyTree], PyTree]]) -> Any:
+  """``state`` with ``fns[name](current value)`` written for each name, checked first."""
+  target = _unwrap_optimizer(state)
+  found = _holders(target, at)
+  for name in fns:
+    holders = [node for _, node in found if name in _values(node)]
+    if not holders:
+      gates = {gate for _, node in found if isinstance(node, Hyperparams)
+               for off, gate in node.compiled_out if off == name}
+      where = '' if at is None else f' at {at!r}'
+      if gates:
+        gate = sorted(gates)[0]
+        raise UnknownHyperparameterError(
+            f'{name!r} is not in this state{where}: the optimizer was built with '
+            f'{gate}=0, a Python number, which leaves it out of the program. To set '
+            f'it later, build with {gate}=jnp.asarray(0.0): an array keeps it (0 for now).')
+      known = sorted({k for _, node in found for k in _values(node)})
+      raise UnknownHyperparameterError(
+          f'{name!r} is not a hyperparameter of this state{where}; it has {known}')
+    for node in holders:
+      driven = dict(node.scheduled) if isinstance(node, Hyperparams) else {}
+      if name in driven:
+        raise ValueError(
+            f'{name!r} is set by its schedule at every step ({driven[name]}), so a '
+            f'value set here would be ignored; build the optimizer with a constant '
+            f'{name} to set it by hand')
+  new_values = {}
+  for _, node in found:
+    held = _values(node)
+    current = {name: jax.tree.map(_value_of, held[name], is_leaf=_is_variable)
+               for name in fns if name in held}
+    computed = {name: fns[name](value) for name, value in current.items()}
+    for name, value in computed.items():
+      _check_scalar(name, current[name], value)
+    new_values[id(node)] = computed
+
+  def cast(old, new):
+    new = jnp.asarray(new, dtype=jnp.result_type(_value_of(old)))
+    new = new.reshape(np.shape(_value_of(old)))
+    if _is_variable(old):  # an nnx.Optimizer's state: written in place
+      old.set_value(new)
+      return old
+    return new
+
+  def with_values(node):
+    held = _values(node)
+    return {name: jax.tree.map(cast, held[name], value, is_leaf=_is_variable)
+            for name, value in new_values[id(node)].items()}
 
   def replace(node):
-    hyperparams = dict(node.hyperparams)
-    for name, value in values.items():
-      if name in hyperparams:
-        old = hyperparams[name]
-        if jax.tree.structure(old) != jax.tree.structure(value):
-          raise ValueError(f'{name!r} expects the structure of {old!r}, got {value!r}')
-        hyperparams[name] = jax.tree.map(
-            lambda o, v: jnp.asarray(v, dtype=o.dtype), old, value)
-    return node._replace(hyperparams=hyperparams)
+    if isinstance(node, Hyperparams):
+      return node.replace(with_values(node)) if id(node) in new_values else node
+    if _is_optax_injected(node):
+      inner = {f: jax.tree.map(replace, getattr(node, f), is_leaf=_is_holder)
+               for f in node._fields if f != 'hyperparams'}
+      if id(node) in new_values:
+        inner['hyperparams'] = {**node.hyperparams, **with_values(node)}
+      return node._replace(**inner)
+    return node
 
-  return _rebuild(state, replace)
+  replaced = jax.tree.map(replace, target, is_leaf=_is_holder)
+  return state if target is not state or _holds_variables(target) else replaced
+
+
+def _holds_variables(tree) -> bool:
+  return any(_is_variable(x) for x in jax.tree.leaves(tree, is_leaf=_is_variable))

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from functional_optim.core.transform import GradientTransformation, accepts_extra_kwargs
+from functional_optim.core.transform import (
+    GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support)
 from functional_optim.core.tree import is_gradient_leaf, is_none
 
 PyTree = Any
@@ -115,7 +116,7 @@ def _master_leaves(master: PyTree, params_def) -> list:
 
 
 def mixed_precision(inner: GradientTransformation, *, state_dtype: Any = jnp.float32,
-                    master_weights: bool = False) -> GradientTransformation:
+                    master_weights: bool = False) -> GradientTransformationExtraArgs:
   r"""``inner`` run in ``state_dtype`` on 16-bit params: float32 state, optional master weights.
 
   Every floating leaf narrower than ``state_dtype`` (bfloat16, float16 for the
@@ -203,7 +204,7 @@ def mixed_precision(inner: GradientTransformation, *, state_dtype: Any = jnp.flo
     (Array([0.997, 0.997], dtype=float32), Array([0.996094, 0.996094], dtype=bfloat16))
   """
   dtype = _check_state_dtype(state_dtype)
-  takes_extra = accepts_extra_kwargs(inner.update)
+  inner = with_extra_args_support(inner)
 
   def target_dtype() -> jnp.dtype:
     # Read at each call: under jax.enable_x64 float64 is float64, else float32.
@@ -225,12 +226,11 @@ def mixed_precision(inner: GradientTransformation, *, state_dtype: Any = jnp.flo
                        'update(grads, state, params), so that the updates can land '
                        'each param on its master weight')
     target = target_dtype()
-    kwargs = extra if takes_extra else {}
     grads = _widen(updates, target)
 
     if not master_weights:
       inner_params = None if params is None else _widen(params, target)
-      inner_updates, inner_state = inner.update(grads, state.inner, inner_params, **kwargs)
+      inner_updates, inner_state = inner.update(grads, state.inner, inner_params, **extra)
       return inner_updates, MixedPrecisionState(inner=inner_state, master=None)
 
     params_def = jax.tree.structure(params)
@@ -238,7 +238,7 @@ def mixed_precision(inner: GradientTransformation, *, state_dtype: Any = jnp.flo
     master_leaves = _master_leaves(state.master, params_def)
     inner_params = params_def.unflatten(
         [p if m is None else m for p, m in zip(param_leaves, master_leaves)])
-    inner_updates, inner_state = inner.update(grads, state.inner, inner_params, **kwargs)
+    inner_updates, inner_state = inner.update(grads, state.inner, inner_params, **extra)
 
     new_master, landing_updates = [], []
     for param, master, inner_update in zip(param_leaves, master_leaves,
@@ -254,4 +254,4 @@ def mixed_precision(inner: GradientTransformation, *, state_dtype: Any = jnp.flo
     return (params_def.unflatten(landing_updates),
             MixedPrecisionState(inner=inner_state, master=params_def.unflatten(new_master)))
 
-  return GradientTransformation(init, update)
+  return GradientTransformationExtraArgs(init, update)

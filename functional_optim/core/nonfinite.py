@@ -3,6 +3,14 @@
 By default a NaN or Inf gradient flows into the params and the state exactly as
 it does in torch. :func:`apply_if_finite` instead drops such a step: params and
 state stay as they were (bit for bit), and the state counts the skips.
+
+Why not ``optax.apply_if_finite``: it checks the gradients only, and its skipped
+step returns zero updates, which turn a ``-0.0`` param into ``+0.0``. Ours checks
+the updates too (Rprop's ``sign`` turns an infinite gradient into a finite
+update; a finite gradient can overflow into an infinite update) and returns
+``-0.0``, the additive identity of every float, so a skipped step leaves every
+param bit for bit; ``None`` gradients keep their meaning. The state's fields are
+optax's.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.transform import GradientTransformation, accepts_extra_kwargs
+from functional_optim.core.transform import (
+    GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support)
 from functional_optim.core.tree import is_none
 
 
@@ -38,7 +47,8 @@ def _all_finite(tree) -> jax.Array:
 
 
 def apply_if_finite(inner: GradientTransformation,
-                    max_consecutive_errors: int | None = None) -> GradientTransformation:
+                    max_consecutive_errors: int | None = None
+                    ) -> GradientTransformationExtraArgs:
   r"""``inner``, skipping every step whose gradients or updates hold a NaN or an Inf.
 
   A skipped step returns updates that leave every param bit for bit as it was
@@ -65,7 +75,7 @@ def apply_if_finite(inner: GradientTransformation,
   """
   if max_consecutive_errors is not None and max_consecutive_errors < 0:
     raise ValueError(f'max_consecutive_errors must be >= 0, got {max_consecutive_errors}')
-  takes_extra = accepts_extra_kwargs(inner.update)
+  inner = with_extra_args_support(inner)
 
   def init(params):
     zero = jnp.zeros([], jnp.int32)
@@ -73,7 +83,7 @@ def apply_if_finite(inner: GradientTransformation,
 
   def update(updates, state, params=None, **extra):
     new_updates, new_inner = inner.update(updates, state.inner_state, params,
-                                          **(extra if takes_extra else {}))
+                                          **extra)
     # Rprop's sign() turns an Inf gradient into a finite update: check both.
     finite = _all_finite(updates) & _all_finite(new_updates)
     apply = finite
@@ -94,4 +104,4 @@ def apply_if_finite(inner: GradientTransformation,
         last_finite=finite,
         total_notfinite=state.total_notfinite + notfinite)
 
-  return GradientTransformation(init, update)
+  return GradientTransformationExtraArgs(init, update)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 
-def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
+def lerp(start: jax.Array, end: jax.Array, weight: ArrayLike) -> jax.Array:
   """``start + weight * (end - start)``, evaluated as ``torch.lerp`` evaluates it.
 
   torch picks the form by the weight so that ``weight = 1`` gives ``end`` exactly:
@@ -35,7 +36,7 @@ def sign(x: jax.Array) -> jax.Array:
   return jnp.where(jnp.isnan(x), jnp.zeros_like(x), jnp.sign(x))
 
 
-def python_max(first: jax.Array, second: jax.Array) -> jax.Array:
+def python_max(first: ArrayLike, second: ArrayLike) -> jax.Array:
   """Python's ``max(first, second)``, which torch uses on scalars: ``second`` only
   when it compares greater, so a NaN ``second`` gives ``first`` (``jnp.maximum``
   gives NaN).
@@ -70,7 +71,7 @@ def as_python_float(x: jax.Array) -> jax.Array:
   return jnp.asarray(x).astype(jax.dtypes.canonicalize_dtype(jnp.float64))
 
 
-def in_dtype_of(x: jax.Array, tensor: jax.Array) -> jax.Array:
+def in_dtype_of(x: ArrayLike, tensor: jax.Array) -> jax.Array:
   """``x`` rounded to ``tensor``'s dtype, as torch rounds a Python float that meets a tensor.
 
   A hyperparameter given as a tensor (``lr=torch.tensor(1e-3)``, float32) stays a

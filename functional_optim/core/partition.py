@@ -1,18 +1,22 @@
-"""Different transformations for different params: ``partition`` (optax's ``partition``).
+"""Different transformations for different params: ``partition``.
 
 Each param carries a label, and the transformation of that label updates it, as
 torch does with one optimizer per param group (or two optimizers stepped
 together, the usual Muon recipe).
 
 A transformation sees the whole params tree with every param of another label
-replaced by a :class:`MaskedNode`: an empty subtree. So its state keeps the
+replaced by optax's ``MaskedNode``: an empty subtree. So its state keeps the
 params' structure (a checkpoint or a sharding spec can still follow the params
 tree) but holds buffers for its own params only, and a transformation that
-accepts only some params (Muon: matrices) never sees the others. A ``None`` would
-not do as the placeholder: in a gradient tree ``None`` is a leaf, "no gradient
-this step", which leaves the param and its state untouched, while in a params
-tree it is an empty subtree, so the two trees would no longer line up. ``None``
-gradients keep their meaning and reach the transformation that owns the param.
+accepts only some params (Muon: matrices) never sees the others.
+
+Why not ``optax.partition``: a gradient tree here may hold ``None`` leaves ("no
+gradient this step", which leaves the param and its state untouched, as torch
+skips a param whose ``.grad`` is None). optax's masking reads ``None`` as an
+empty subtree, so the gradients would no longer line up with the labels; this
+one keeps ``None`` gradients as leaves and hands them to the transformation that
+owns the param. The states are the same shape as optax's (``MaskedNode`` where
+another label owns a param), and errors name the path of the param at fault.
 """
 
 from __future__ import annotations
@@ -21,19 +25,14 @@ from typing import Any, Callable, Hashable, Mapping, NamedTuple, Union
 
 import jax
 
-from functional_optim.core.transform import GradientTransformation, accepts_extra_kwargs
+from optax import MaskedNode
+
+from functional_optim.core.transform import (
+    GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support)
 from functional_optim.core.tree import is_none
 
 PyTree = Any
 Labels = Union[PyTree, Callable[[PyTree], PyTree]]
-
-
-class MaskedNode(NamedTuple):
-  """Stands for a param that another transformation of a :func:`partition` owns.
-
-  It has no leaves, so ``jax.tree.map`` passes over it, and states and updates
-  keep it where the params tree has that param.
-  """
 
 
 class PartitionState(NamedTuple):
@@ -87,7 +86,7 @@ def _mask(treedef, leaves: list, labels: list, keep: Hashable) -> PyTree:
 
 
 def partition(transforms: Mapping[Hashable, GradientTransformation],
-              param_labels: Labels) -> GradientTransformation:
+              param_labels: Labels) -> GradientTransformationExtraArgs:
   """Updates each param with the transformation of its label.
 
   Args:
@@ -135,8 +134,7 @@ def partition(transforms: Mapping[Hashable, GradientTransformation],
     >>> print(fo.get_hyperparams(state.inner_states['adamw'])['lr'])
     0.0003
   """
-  transforms = dict(transforms)
-  takes_extra = {label: accepts_extra_kwargs(t.update) for label, t in transforms.items()}
+  transforms = {label: with_extra_args_support(t) for label, t in transforms.items()}
 
   def init(params):
     treedef = jax.tree.structure(params)
@@ -157,14 +155,14 @@ def partition(transforms: Mapping[Hashable, GradientTransformation],
     param_leaves = None if params is None else treedef.flatten_up_to(params)
     new_updates, new_states = list(grads), {}
     for label, t in transforms.items():
-      kwargs = extra if takes_extra[label] else {}
+      inner_params = (None if param_leaves is None
+                      else _mask(treedef, param_leaves, labels, label))
       inner_updates, new_states[label] = t.update(
-          _mask(treedef, grads, labels, label), state.inner_states[label],
-          None if params is None else _mask(treedef, param_leaves, labels, label),
-          **kwargs)
+          _mask(treedef, grads, labels, label), state.inner_states[label], inner_params,
+          **extra)
       for i, u in enumerate(treedef.flatten_up_to(inner_updates)):
         if labels[i] == label:
           new_updates[i] = u
     return treedef.unflatten(new_updates), PartitionState(new_states)
 
-  return GradientTransformation(init, update)
+  return GradientTransformationExtraArgs(init, update)

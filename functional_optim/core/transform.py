@@ -1,8 +1,11 @@
-"""The transformation protocol: ``init``/``update`` pairs, ``chain`` and ``apply_updates``.
+"""The transformation protocol: optax's own types, ``chain`` and ``apply_updates``.
 
-The protocol is structurally optax's, on purpose: a :class:`GradientTransformation`
-built here goes into ``optax.chain``, ``flax.nnx.Optimizer`` or flax's ``TrainState``
-unchanged, and an optax transformation goes into :func:`chain`.
+Every transformation here is an ``optax.GradientTransformationExtraArgs``: an
+``init(params) -> state`` and an ``update(updates, state, params=None, **extra)
+-> (updates, state)`` pair. So ours go into ``optax.chain``, ``optax.MultiSteps``,
+``optax.inject_hyperparams``, ``flax.nnx.Optimizer`` and flax's ``TrainState``
+with their extra arguments intact, and optax's go into ours. ``chain`` is
+optax's.
 
 Updates are what gets *added* to the params (optax's sign convention)::
 
@@ -12,101 +15,35 @@ Updates are what gets *added* to the params (optax's sign convention)::
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 PyTree = Any
 
+#: optax's protocol types; our builders return the extra-args kind.
+GradientTransformation = optax.GradientTransformation
+GradientTransformationExtraArgs = optax.GradientTransformationExtraArgs
 
-class GradientTransformation(NamedTuple):
-  """A pair of pure functions ``init(params) -> state`` and
-  ``update(updates, state, params=None, **extra) -> (updates, state)``.
+#: ``chain(*transforms)``: optax's. Extra keyword arguments (``value=loss``)
+#: reach every transformation that takes them.
+chain = optax.chain
 
-  ``extra`` carries what some transformations need (``value`` for a plateau
-  schedule, ``value_fn`` for a line search); a transformation ignores the extra
-  arguments it does not use.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> import functional_optim as fo
-    >>> tx = fo.sgd(lr=0.1)
-    >>> params = {'w': jnp.ones(3)}
-    >>> state = tx.init(params)
-    >>> updates, state = tx.update({'w': jnp.ones(3)}, state, params)
-    >>> fo.apply_updates(params, updates)['w']
-    Array([0.9, 0.9, 0.9], dtype=float32)
-  """
-
-  init: Callable[[PyTree], PyTree]
-  update: Callable[..., tuple[PyTree, PyTree]]
-
-
-def accepts_extra_kwargs(update: Callable) -> bool:
-  """Whether ``update`` takes ``**kwargs``, i.e. can be handed the extra arguments.
-
-  A callable whose signature cannot be read counts as not taking them.
-
-  Example:
-    >>> from functional_optim.core.transform import accepts_extra_kwargs
-    >>> def ours(updates, state, params=None, **extra): ...
-    >>> def plain(updates, state, params=None): ...
-    >>> accepts_extra_kwargs(ours), accepts_extra_kwargs(plain)
-    (True, False)
-  """
-  try:
-    parameters = inspect.signature(update).parameters.values()
-  except (TypeError, ValueError):
-    return False
-  return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-
-def chain(*transforms: GradientTransformation) -> GradientTransformation:
-  """Applies ``transforms`` one after the other; the state is the tuple of their states.
-
-  Any object with ``init`` and ``update`` works, optax's transformations included.
-  Extra keyword arguments reach only the transformations whose ``update`` takes
-  ``**kwargs`` (optax's plain transformations do not).
-
-  Example:
-    >>> import optax, jax.numpy as jnp
-    >>> import functional_optim as fo
-    >>> tx = fo.chain(optax.clip_by_global_norm(1.0), fo.adam(lr=1e-3))
-    >>> state = tx.init({'w': jnp.zeros(2)})
-    >>> updates, state = tx.update({'w': jnp.array([30.0, 40.0])}, state)
-  """
-  takes_extra = tuple(accepts_extra_kwargs(t.update) for t in transforms)
-
-  def init(params):
-    return tuple(t.init(params) for t in transforms)
-
-  def update(updates, state, params=None, **extra):
-    if len(state) != len(transforms):
-      raise ValueError(
-          f'chain of {len(transforms)} transformations got a state of '
-          f'{len(state)} entries')
-    new_state = []
-    for t, s, extra_ok in zip(transforms, state, takes_extra):
-      if extra_ok:
-        updates, s = t.update(updates, s, params, **extra)
-      else:
-        updates, s = t.update(updates, s, params)
-      new_state.append(s)
-    return updates, tuple(new_state)
-
-  return GradientTransformation(init, update)
-
-
-def _is_none(x) -> bool:
-  return x is None
+#: ``with_extra_args_support(tx)``: optax's wrapper that lets a transformation
+#: without ``**extra_args`` be handed (and ignore) them.
+with_extra_args_support = optax.with_extra_args_support
 
 
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
   """Returns ``params + updates`` leaf by leaf, each result in its param's dtype.
 
   A ``None`` update (a parameter that got no gradient) leaves its param as it is.
+  That is where this differs from ``optax.apply_updates``, which takes ``None``
+  for an absent param, not an absent update: our optimizers return a ``None``
+  update for a ``None`` gradient, as torch skips a param whose ``.grad`` is None.
+  A shape mismatch is an error that names the param, not a silent broadcast.
 
   Example:
     >>> import jax.numpy as jnp
@@ -123,4 +60,5 @@ def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
                        f'{jnp.shape(u)}, but its param has shape {jnp.shape(p)}')
     return jnp.asarray(p + u, dtype=jnp.result_type(p))
 
-  return jax.tree_util.tree_map_with_path(add, updates, params, is_leaf=_is_none)
+  return jax.tree_util.tree_map_with_path(add, updates, params,
+                                          is_leaf=lambda x: x is None)

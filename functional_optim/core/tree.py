@@ -8,6 +8,7 @@ with the full params tree.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax
@@ -72,6 +73,28 @@ def _where_trees_part(paths: list, ref_paths: list, what: str, ref_what: str) ->
   if extra:
     where += f'; {what} at {extra[0]} has no {ref_what}'
   return where
+
+
+def without_variables(tree: PyTree) -> PyTree:
+  """``tree`` with each flax ``nnx.Variable`` replaced by its value.
+
+  ``nnx.Optimizer`` hands ``init`` the model's ``nnx.Param`` variables and
+  ``update`` their values: a layout computed from the params (the packed state's)
+  must not depend on which. Without flax imported, ``tree`` is returned as it is.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from functional_optim.core.tree import without_variables
+    >>> without_variables({'w': nnx.Param(jnp.ones(2))})
+    {'w': Array([1., 1.], dtype=float32)}
+  """
+  nnx = sys.modules.get('flax.nnx')
+  if nnx is None:
+    return tree
+  is_variable = lambda x: isinstance(x, nnx.Variable)
+  return jax.tree.map(lambda x: x.get_value() if is_variable(x) else x, tree,
+                      is_leaf=is_variable)
 
 
 def check_gradient_tree(grads: PyTree, reference: PyTree, *, shapes: bool = True,

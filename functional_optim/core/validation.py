@@ -14,9 +14,10 @@ import numbers
 from typing import Any
 
 import jax
+from jax.core import Tracer
 import numpy as np
 
-from functional_optim.core.hyperparams import is_schedule
+from functional_optim.core.hyperparams import is_schedule, is_zero  # noqa: F401 (re-export)
 
 
 def concrete_value(value: Any, name: str) -> float | None:
@@ -43,7 +44,7 @@ def concrete_value(value: Any, name: str) -> float | None:
     if np.size(value) != 1:
       raise ValueError(f'{name} as an array must be 1-element, got shape '
                        f'{np.shape(value)}')
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, Tracer):
       return None
     return float(np.asarray(value).reshape(()))
   raise TypeError(f'{name} must be a number, an array or a schedule, got '
@@ -149,21 +150,6 @@ def check_pair(value: Any, name: str) -> tuple[Any, Any]:
   except (TypeError, ValueError):
     raise ValueError(f'{name} must be a pair of values, got {value!r}') from None
   return first, second
-
-
-def is_zero(value: Any) -> bool:
-  """True when ``value`` is the Python number 0: the piece it gates is compiled out.
-
-  Only a plain number counts; an array or a schedule that is 0 now may change
-  later, so it keeps the piece in the program (and in the state).
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from functional_optim.core.validation import is_zero
-    >>> is_zero(0), is_zero(0.0), is_zero(jnp.float32(0.0)), is_zero(False)
-    (True, True, False, False)
-  """
-  return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0
 
 
 def check_implementation_flags(foreach: bool | None, fused: bool | None,

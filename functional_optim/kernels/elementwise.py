@@ -32,9 +32,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from functional_optim.core.hyperparams import current_hyperparams, initial_hyperparams
-from functional_optim.core.transform import GradientTransformation
+from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.tree import (
-    check_float_params, check_gradient_tree, check_state_tree, flatten_like, is_none)
+    check_float_params, check_gradient_tree, check_state_tree, flatten_like, is_none,
+    without_variables)
 from functional_optim.kernels.dispatch import default_implementation
 from functional_optim.kernels.foreach import init_packed, update_packed
 from functional_optim.kernels.packing import Packed, PackSpec, PerLeaf
@@ -135,6 +136,38 @@ def fused_kernel(math: Math, grad: jax.Array, param: jax.Array | None,
   return run_math(math, grad, param, buffers, scalars)
 
 
+def check_packable(params: PyTree, name: str, implementation: str) -> None:
+  """Raises a clear error for params that a packed state cannot follow: sharded ones.
+
+  The packed implementations keep one buffer per dtype, the leaves one after
+  another, so the state cannot be sharded like params split over several devices
+  (XLA would have to gather them). Replicated params pack (and ZeRO-1 can split
+  the packed buffers' rows).
+
+  Raises:
+    ValueError: a param is sharded (not replicated) over several devices.
+  """
+  for path, leaf in jax.tree_util.tree_flatten_with_path(without_variables(params))[0]:
+    sharding = getattr(leaf, 'sharding', None)
+    if sharding is None:
+      try:
+        sharding = jax.typeof(leaf).sharding
+      except Exception:  # an abstract value without a sharding type
+        continue
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+      continue
+    sizes = dict(sharding.mesh.shape)
+    axes = [a for entry in sharding.spec if entry is not None
+            for a in (entry if isinstance(entry, tuple) else (entry,))]
+    if any(sizes[a] > 1 for a in axes):
+      raise ValueError(
+          f'{name}(implementation={implementation!r}) packs every param into one buffer '
+          f'per dtype, which cannot follow the sharding of the param at '
+          f'{jax.tree_util.keystr(path) or "<tree root>"} ({sharding.spec}); use '
+          f'implementation=\'loop\' for sharded params: its state mirrors the params '
+          f'and follows each one\'s sharding')
+
+
 def check_state_type(state: Any, state_cls: type, name: str) -> None:
   """Raises a clear error for a state that another optimizer's ``init`` made.
 
@@ -166,7 +199,8 @@ def elementwise_transformation(
     needs_params: bool,
     scalar_state: Mapping[str, float] | None = None,
     implementation: str | None = 'loop',
-) -> GradientTransformation:
+    compiled_out: Mapping[str, str] | None = None,
+) -> GradientTransformationExtraArgs:
   r"""Builds the transformation of an elementwise optimizer.
 
   Args:
@@ -193,6 +227,9 @@ def elementwise_transformation(
       :mod:`functional_optim.kernels.foreach`). All three compute the same numbers.
       None: the backend's default (``kernels.default_implementation``), looked up
       at the first ``init`` or ``update``.
+    compiled_out: the hyperparameters a Python 0 left out of this configuration,
+      each with the gate that did (``core.hyperparams.compile_out_zeros``), so
+      that setting one says how to keep it.
 
   Returns:
     A transformation whose ``update`` runs, for each leaf :math:`i` with a
@@ -240,11 +277,12 @@ def elementwise_transformation(
         built[chosen] = elementwise_transformation(
             name=name, state_cls=state_cls, hyperparams=hyperparams, buffers=buffers,
             scalars=scalars, math=math, needs_params=needs_params,
-            scalar_state=scalar_state, implementation=chosen)
+            scalar_state=scalar_state, implementation=chosen, compiled_out=compiled_out)
       return built[chosen]
 
-    return GradientTransformation(lambda params: resolved().init(params),
-                                  lambda *args, **kwargs: resolved().update(*args, **kwargs))
+    return GradientTransformationExtraArgs(
+        lambda params: resolved().init(params),
+        lambda *args, **kwargs: resolved().update(*args, **kwargs))
   packed = implementation != 'loop'
   kernel = fused_kernel if implementation == 'fused' else run_math
   other_options = (f'it was made by {name} with other options or for other params: '
@@ -253,8 +291,9 @@ def elementwise_transformation(
   def init(params):
     check_float_params(params, name)
     common = dict(count=jnp.zeros([], jnp.int32),
-                  hyperparams=initial_hyperparams(hyperparams))
+                  hyperparams=initial_hyperparams(hyperparams, compiled_out))
     if packed:
+      check_packable(params, name, implementation)
       _, fields = init_packed(params, buffers=buffers, scalar_state=scalar_state,
                               step_dtype=STEP_DTYPE)
       return state_cls(**common, **fields)
@@ -368,4 +407,4 @@ def elementwise_transformation(
     return new_updates, {'step': treedef.unflatten(new_steps),
                          **{k: treedef.unflatten(out) for k, out in new_fields.items()}}
 
-  return GradientTransformation(init, update)
+  return GradientTransformationExtraArgs(init, update)

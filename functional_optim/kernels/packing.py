@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from functional_optim.core.tree import is_none
+from functional_optim.core.tree import is_none, without_variables
 
 PyTree = Any
 
@@ -93,8 +93,9 @@ class PackSpec:
 
   @classmethod
   def of(cls, tree: PyTree) -> 'PackSpec':
-    """The layout of ``tree``'s leaves (arrays or ``ShapeDtypeStruct``; no Nones)."""
-    leaves, treedef = jax.tree.flatten(tree)
+    """The layout of ``tree``'s leaves (arrays or ``ShapeDtypeStruct``; no Nones;
+    flax ``nnx.Variable`` s count as their values)."""
+    leaves, treedef = jax.tree.flatten(without_variables(tree))
     shapes = tuple(tuple(np.shape(x)) for x in leaves)
     dtypes = tuple(np.dtype(x.dtype) for x in leaves)
     by_dtype: dict[np.dtype, list[int]] = {}

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_optim import optimizers as F
-from functional_optim.core.hyperparams import set_hyperparams
 from functional_optim.core.transform import apply_updates
 from functional_optim.optim.optimizer import Optimizer, _to_numpy
 
@@ -292,7 +291,7 @@ class LBFGS(Optimizer):
     return self._states[0].loss
 
   def _compile(self, closure):
-    source, transform = self._sources[0], self._transforms[0]
+    source, group = self._sources[0], dict(self.param_groups[0])
     objective = source.function_of_params(closure)
     returns_grads = isinstance(jax.eval_shape(objective, source.tree), tuple)
     if returns_grads:
@@ -304,8 +303,7 @@ class LBFGS(Optimizer):
       kwargs = {'value_fn': objective}
 
     def step(tree, state, hyperparams):
-      updates, state = transform.update(None, set_hyperparams(state, **hyperparams),
-                                        tree, **kwargs)
+      updates, state = self._build(group, hyperparams).update(None, state, tree, **kwargs)
       return apply_updates(tree, updates), state
 
     return jax.jit(step, donate_argnums=(0, 1))

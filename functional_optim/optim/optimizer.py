@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_optim.core.hyperparams import given_dtype, set_hyperparams
-from functional_optim.core.transform import GradientTransformation, apply_updates
+from functional_optim.core.hyperparams import given_dtype
+from functional_optim.core.transform import GradientTransformationExtraArgs, apply_updates
 from functional_optim.distributed.sharding import init_sharded
 from functional_optim.kernels.packing import pack_state, unpack_state
 from functional_optim.optim import _hooks
@@ -128,7 +128,7 @@ class Optimizer:
     Array([0.4, 1.4], dtype=float32)
   """
 
-  _builder: Callable[..., GradientTransformation]
+  _builder: Callable[..., GradientTransformationExtraArgs]
   _dynamic: tuple[str, ...] = ()
   # torch keeps no ``step`` for SGD; Adagrad's state exists from construction.
   _torch_has_step: bool = True
@@ -142,7 +142,7 @@ class Optimizer:
     self.defaults = dict(defaults)
     self.param_groups: list[dict[str, Any]] = []
     self._sources: list[ParamSource] = []
-    self._transforms: list[GradientTransformation] = []
+    self._transforms: list[GradientTransformationExtraArgs] = []
     self._signatures: list[tuple] = []
     self._states: list[Any] = []
     self._compiled: dict[tuple, Callable] = {}
@@ -254,15 +254,18 @@ class Optimizer:
                    for k in self._dynamic)
     return structural + dtypes
 
-  def _build(self, group) -> GradientTransformation:
-    """The group's functional transformation; numeric hyperparameters enter as arrays."""
-    kwargs = {}
-    for name in self.defaults:
-      value = group[name]
-      if name in self._dynamic:
-        value = jax.tree.map(lambda v: jnp.asarray(_as_data(v)), _as_tuple(value))
-      kwargs[name] = value
-    return type(self)._builder(**kwargs)
+  def _build(self, group, hyperparams=None) -> GradientTransformationExtraArgs:
+    """The group's functional transformation.
+
+    Its numeric hyperparameters are ``hyperparams`` (arrays, traced inside the
+    compiled step), or the group's current values as arrays. Inside the step the
+    transformation is built from the traced values, as ``optax.inject_hyperparams``
+    builds it: a value the group changed is the last word (``core.hyperparams``).
+    """
+    if hyperparams is None:
+      hyperparams = self._hyperparams(group)
+    structural = {k: group[k] for k in self.defaults if k not in self._dynamic}
+    return type(self)._builder(**structural, **hyperparams)
 
   def _hyperparams(self, group) -> dict[str, Any]:
     return {name: jax.tree.map(_as_data, _as_tuple(group[name])) for name in self._dynamic}
@@ -345,12 +348,13 @@ class Optimizer:
   def _compiled_step(self) -> Callable:
     key = tuple(self._signatures)
     if key not in self._compiled:
-      transforms = list(self._transforms)
+      # The structure as it is now: a structural edit changes the key.
+      groups = [dict(group) for group in self.param_groups]
 
       def update(params, states, grads, hyperparams):
         new_params, new_states = [], []
-        for tx, p, s, g, h in zip(transforms, params, states, grads, hyperparams):
-          u, s = tx.update(g, set_hyperparams(s, **h), p)
+        for group, p, s, g, h in zip(groups, params, states, grads, hyperparams):
+          u, s = self._build(group, h).update(g, s, p)
           new_params.append(apply_updates(p, u))
           new_states.append(s)
         return new_params, new_states
@@ -453,11 +457,12 @@ class Optimizer:
     return [source.user_params() for source in self._sources]
 
   @property
-  def transformation(self) -> GradientTransformation:
+  def transformation(self) -> GradientTransformationExtraArgs:
     """The functional transformation: the group's own, or one over the list of groups.
 
-    With :attr:`opt_state` and :attr:`params`, it runs the same update outside
-    the stateful API (in your own jitted step).
+    Built from the groups' current hyperparameters. With :attr:`opt_state` and
+    :attr:`params`, it runs the same update outside the stateful API (in your own
+    jitted step).
 
     Example:
       >>> import jax.numpy as jnp
@@ -468,9 +473,9 @@ class Optimizer:
       >>> updates['w']
       Array([-0.1, -0.1], dtype=float32)
     """
-    if len(self._transforms) == 1:
-      return self._transforms[0]
-    transforms = list(self._transforms)
+    transforms = [self._build(group) for group in self.param_groups]
+    if len(transforms) == 1:
+      return transforms[0]
 
     def init(params):
       return tuple(tx.init(p) for tx, p in zip(transforms, params))
@@ -481,7 +486,7 @@ class Optimizer:
              for tx, u, s, p in zip(transforms, updates, state, params)]
       return [u for u, _ in out], tuple(s for _, s in out)
 
-    return GradientTransformation(init, update)
+    return GradientTransformationExtraArgs(init, update)
 
   @property
   def opt_state(self):

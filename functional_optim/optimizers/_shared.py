@@ -58,6 +58,11 @@ def check_adam_family_arguments(lr, betas, eps, weight_decay) -> tuple[Any, Any]
   return beta1, beta2
 
 
+#: The weight decay is a gate: the Python number 0 leaves it out of the program
+#: (``core.hyperparams.compile_out_zeros``).
+WEIGHT_DECAY_GATE = {'weight_decay': ('weight_decay',)}
+
+
 def weight_decay_scalars(hp) -> dict[str, jax.Array]:
   """``λ`` for the coupled form and ``1 − γλ`` for the decoupled one, if decay is on."""
   if 'weight_decay' not in hp:

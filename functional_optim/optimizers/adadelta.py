@@ -8,13 +8,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import check_at_least, check_between, is_zero
+from functional_optim.core.hyperparams import ScalarOrSchedule, compile_out_zeros
+from functional_optim.core.transform import GradientTransformationExtraArgs
+from functional_optim.core.validation import check_at_least, check_between
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    decayed_gradient, square_average, weight_decay_scalars)
+    WEIGHT_DECAY_GATE, decayed_gradient, square_average, weight_decay_scalars)
 
 
 class AdadeltaState(NamedTuple):
@@ -71,7 +71,7 @@ def adadelta(
     maximize: bool = False,
     differentiable: bool = False,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""Adadelta, as ``torch.optim.Adadelta``.
 
   .. math::
@@ -113,10 +113,10 @@ def adadelta(
                                         differentiable=differentiable)
   del capturable
 
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr, 'rho': rho, 'eps': eps}
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'rho': rho, 'eps': eps, 'weight_decay': weight_decay},
+      WEIGHT_DECAY_GATE)
+  has_weight_decay = 'weight_decay' in hyperparams
   return elementwise_transformation(
       implementation=implementation,
       name='adadelta',
@@ -126,4 +126,5 @@ def adadelta(
       scalars=_adadelta_scalars,
       math=partial(_adadelta_math, maximize=maximize, weight_decay=has_weight_decay),
       needs_params=has_weight_decay,
+      compiled_out=compiled_out,
   )

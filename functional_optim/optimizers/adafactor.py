@@ -9,14 +9,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from functional_optim.core.hyperparams import ScalarOrSchedule, array_dtype
+from functional_optim.core.hyperparams import (
+    ScalarOrSchedule, array_dtype, compile_out_zeros)
 from functional_optim.core.numerics import as_python_float, in_dtype_of, lerp, python_max
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import (
-    check_at_least, check_at_most, check_pair, is_zero)
+from functional_optim.core.transform import GradientTransformationExtraArgs
+from functional_optim.core.validation import check_at_least, check_at_most, check_pair
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    ascent_or_descent, decay_factor, decoupled_weight_decay)
+    WEIGHT_DECAY_GATE, ascent_or_descent, decay_factor, decoupled_weight_decay)
 
 
 class AdafactorState(NamedTuple):
@@ -151,7 +151,7 @@ def adafactor(
     *,
     foreach: bool | None = None,
     maximize: bool = False,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""Adafactor, as ``torch.optim.Adafactor`` (torch's variant of the algorithm).
 
   With :math:`t` the param's step count, :math:`\tau` = ``beta2_decay`` and
@@ -215,10 +215,11 @@ def adafactor(
   check_at_least(weight_decay, 'weight_decay', 'weight_decay should be >= 0 but is')
   del foreach  # One implementation: the per-leaf loop.
 
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr, 'beta2_decay': beta2_decay, 'eps': (eps1, eps2), 'd': d}
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'beta2_decay': beta2_decay, 'eps': (eps1, eps2), 'd': d,
+       'weight_decay': weight_decay},
+      WEIGHT_DECAY_GATE)
+  has_weight_decay = 'weight_decay' in hyperparams
   tx = elementwise_transformation(
       name='adafactor',
       state_cls=AdafactorState,
@@ -229,10 +230,11 @@ def adafactor(
       math=partial(_adafactor_math, maximize=maximize, weight_decay=has_weight_decay,
                    lr_dtype=array_dtype(lr)),
       needs_params=True,  # The step size is relative to the param's RMS.
+      compiled_out=compiled_out,
   )
 
   def init(params):
     _reject_complex(params)
     return tx.init(params)
 
-  return GradientTransformation(init, tx.update)
+  return GradientTransformationExtraArgs(init, tx.update)

@@ -8,14 +8,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule, is_schedule
+from functional_optim.core.hyperparams import (
+    ScalarOrSchedule, compile_out_zeros, is_schedule)
 from functional_optim.core.numerics import as_python_float, in_dtype_of
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import (
-    check_at_least, is_zero)
+from functional_optim.core.transform import GradientTransformationExtraArgs
+from functional_optim.core.validation import check_at_least
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
-from functional_optim.optimizers._shared import decayed_gradient, weight_decay_scalars
+from functional_optim.optimizers._shared import (
+    WEIGHT_DECAY_GATE, decayed_gradient, weight_decay_scalars)
 
 
 class AdagradState(NamedTuple):
@@ -79,7 +80,7 @@ def adagrad(
     differentiable: bool = False,
     fused: bool | None = None,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""Adagrad, as ``torch.optim.Adagrad``, for dense gradients.
 
   .. math::
@@ -128,10 +129,10 @@ def adagrad(
   implementation = choose_implementation(implementation, foreach=foreach, fused=fused,
                                         differentiable=differentiable)
 
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr, 'lr_decay': lr_decay, 'eps': eps}
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'lr_decay': lr_decay, 'eps': eps, 'weight_decay': weight_decay},
+      WEIGHT_DECAY_GATE)
+  has_weight_decay = 'weight_decay' in hyperparams
   return elementwise_transformation(
       implementation=implementation,
       name='adagrad',
@@ -142,4 +143,5 @@ def adagrad(
       scalars=_adagrad_scalars,
       math=partial(_adagrad_math, maximize=maximize, weight_decay=has_weight_decay),
       needs_params=has_weight_decay,
+      compiled_out=compiled_out,
   )

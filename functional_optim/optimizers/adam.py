@@ -8,15 +8,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.hyperparams import ScalarOrSchedule, compile_out_zeros
 from functional_optim.core.numerics import as_python_float, in_dtype_of
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import is_zero
+from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    check_adam_family_arguments, decayed_gradient, moment_scalars, update_moments,
-    weight_decay_scalars, with_decoupled_decay)
+    WEIGHT_DECAY_GATE, check_adam_family_arguments, decayed_gradient, moment_scalars,
+    update_moments, weight_decay_scalars, with_decoupled_decay)
 
 
 class AdamState(NamedTuple):
@@ -85,7 +84,7 @@ def adam(
     fused: bool | None = None,
     decoupled_weight_decay: bool = False,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""Adam, as ``torch.optim.Adam``.
 
   .. math::
@@ -128,10 +127,10 @@ def adam(
                                         differentiable=differentiable)
   del capturable  # Step counts live on the device already: nothing to capture.
 
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr, 'betas': (beta1, beta2), 'eps': eps}
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'betas': (beta1, beta2), 'eps': eps, 'weight_decay': weight_decay},
+      WEIGHT_DECAY_GATE)
+  has_weight_decay = 'weight_decay' in hyperparams
   return elementwise_transformation(
       implementation=implementation,
       name='adamw' if decoupled_weight_decay else 'adam',
@@ -143,4 +142,5 @@ def adam(
       math=partial(_adam_math, maximize=maximize, amsgrad=amsgrad,
                    weight_decay=has_weight_decay, decoupled=decoupled_weight_decay),
       needs_params=has_weight_decay,
+      compiled_out=compiled_out,
   )

@@ -8,14 +8,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.hyperparams import ScalarOrSchedule, compile_out_zeros
 from functional_optim.core.numerics import as_python_float, in_dtype_of, lerp
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import is_zero
+from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    check_adam_family_arguments, decayed_gradient, weight_decay_scalars)
+    WEIGHT_DECAY_GATE, check_adam_family_arguments, decayed_gradient,
+    weight_decay_scalars)
 
 
 class AdamaxState(NamedTuple):
@@ -73,7 +73,7 @@ def adamax(
     differentiable: bool = False,
     capturable: bool = False,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""Adamax, as ``torch.optim.Adamax``.
 
   .. math::
@@ -112,10 +112,10 @@ def adamax(
                                         differentiable=differentiable)
   del capturable
 
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr, 'betas': (beta1, beta2), 'eps': eps}
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'betas': (beta1, beta2), 'eps': eps, 'weight_decay': weight_decay},
+      WEIGHT_DECAY_GATE)
+  has_weight_decay = 'weight_decay' in hyperparams
   return elementwise_transformation(
       implementation=implementation,
       name='adamax',
@@ -125,4 +125,5 @@ def adamax(
       scalars=_adamax_scalars,
       math=partial(_adamax_math, maximize=maximize, weight_decay=has_weight_decay),
       needs_params=has_weight_decay,
+      compiled_out=compiled_out,
   )

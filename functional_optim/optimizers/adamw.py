@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
-from functional_optim.core.transform import GradientTransformation
+from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.optimizers.adam import adam
 
 
@@ -20,7 +20,7 @@ def adamw(
     differentiable: bool = False,
     fused: bool | None = None,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""AdamW, as ``torch.optim.AdamW``: :func:`adam` with ``decoupled_weight_decay=True``.
 
   Before the moment updates the param decays to :math:`\theta(1 - \gamma\lambda)`;

@@ -8,15 +8,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.hyperparams import ScalarOrSchedule, compile_out_zeros
 from functional_optim.core.numerics import as_python_float, in_dtype_of
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import (
-    check_at_least, concrete_value, is_zero)
+from functional_optim.core.transform import GradientTransformationExtraArgs
+from functional_optim.core.validation import check_at_least, concrete_value
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    decayed_gradient, decoupled_weight_decay, weight_decay_scalars)
+    WEIGHT_DECAY_GATE, decayed_gradient, decoupled_weight_decay, weight_decay_scalars)
 
 
 class ASGDState(NamedTuple):
@@ -89,7 +88,7 @@ def asgd(
     differentiable: bool = False,
     capturable: bool = False,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""Averaged SGD, as ``torch.optim.ASGD``.
 
   .. math::
@@ -136,10 +135,10 @@ def asgd(
                                         differentiable=differentiable)
   del capturable  # Step counts live on the device already: nothing to capture.
 
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr, 'lambd': lambd, 'alpha': alpha, 't0': t0}
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'lambd': lambd, 'alpha': alpha, 't0': t0, 'weight_decay': weight_decay},
+      WEIGHT_DECAY_GATE)
+  has_weight_decay = 'weight_decay' in hyperparams
   initial_lr = concrete_value(lr, 'lr')
   return elementwise_transformation(
       implementation=implementation,
@@ -151,4 +150,5 @@ def asgd(
       math=partial(_asgd_math, maximize=maximize, weight_decay=has_weight_decay),
       needs_params=True,
       scalar_state={'eta': 0.0 if initial_lr is None else initial_lr, 'mu': 1.0},
+      compiled_out=compiled_out,
   )

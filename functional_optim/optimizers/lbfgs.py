@@ -22,7 +22,7 @@ from jax import lax
 
 from functional_optim.core.hyperparams import (
     ScalarOrSchedule, current_hyperparams, initial_hyperparams)
-from functional_optim.core.transform import GradientTransformation
+from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.tree import check_float_params, check_gradient_tree, is_none
 from functional_optim.core.validation import check_at_least, concrete_value
 from functional_optim.kernels.elementwise import check_state_type, compute_dtype
@@ -335,7 +335,7 @@ def lbfgs(
     tolerance_change: ScalarOrSchedule = 1e-9,
     history_size: int = 100,
     line_search_fn: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""L-BFGS, as ``torch.optim.LBFGS``: a whole step (all inner iterations) per update.
 
   Each ``update`` is one call of torch's ``step(closure)``. From the params
@@ -493,4 +493,4 @@ def lbfgs(
         history_start=c.history_start, loss=loss)
     return jax.tree.map(lambda new, old: new - old, new_params, params), new_state
 
-  return GradientTransformation(init, update)
+  return GradientTransformationExtraArgs(init, update)

@@ -9,12 +9,14 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule, array_dtype
+from functional_optim.core.hyperparams import (
+    ScalarOrSchedule, array_dtype, compile_out_zeros)
 from functional_optim.core.numerics import lerp
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import check_at_least, is_zero
+from functional_optim.core.transform import GradientTransformationExtraArgs
+from functional_optim.core.validation import check_at_least
 from functional_optim.kernels.elementwise import elementwise_transformation
-from functional_optim.optimizers._shared import decay_factor, decoupled_weight_decay
+from functional_optim.optimizers._shared import (
+    WEIGHT_DECAY_GATE, decay_factor, decoupled_weight_decay)
 
 #: Keller Jordan's quintic coefficients (torch's defaults).
 DEFAULT_NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)
@@ -189,7 +191,7 @@ def muon(
     eps: ScalarOrSchedule = 1e-7,
     ns_steps: int = 5,
     adjust_lr_fn: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""Muon, as ``torch.optim.Muon``: for 2-D params (weight matrices) only.
 
   .. math::
@@ -243,11 +245,11 @@ def muon(
   adjusted_lr_ratio(adjust_lr_fn, (1, 1))  # torch's error for an unknown name.
   ns_coefficients = _check_newton_schulz(ns_coefficients, ns_steps)
 
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr, 'momentum': momentum, 'eps': eps,
-                 'ns_coefficients': ns_coefficients}
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'momentum': momentum, 'eps': eps,
+                 'ns_coefficients': ns_coefficients, 'weight_decay': weight_decay},
+      WEIGHT_DECAY_GATE)
+  has_weight_decay = 'weight_decay' in hyperparams
   tx = elementwise_transformation(
       name='muon',
       state_cls=MuonState,
@@ -258,10 +260,11 @@ def muon(
                    adjust_lr_fn=adjust_lr_fn, weight_decay=has_weight_decay,
                    lr_dtype=array_dtype(lr)),
       needs_params=has_weight_decay,
+      compiled_out=compiled_out,
   )
 
   def init(params):
     _check_params(params)
     return tx.init(params)
 
-  return GradientTransformation(init, tx.update)
+  return GradientTransformationExtraArgs(init, tx.update)

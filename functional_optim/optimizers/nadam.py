@@ -8,16 +8,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.hyperparams import ScalarOrSchedule, compile_out_zeros
 from functional_optim.core.numerics import as_python_float, in_dtype_of
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import (
-    check_at_least, is_zero)
+from functional_optim.core.transform import GradientTransformationExtraArgs
+from functional_optim.core.validation import check_at_least
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    check_adam_family_arguments, decayed_gradient, moment_scalars, update_moments,
-    weight_decay_scalars, with_decoupled_decay)
+    WEIGHT_DECAY_GATE, check_adam_family_arguments, decayed_gradient, moment_scalars,
+    update_moments, weight_decay_scalars, with_decoupled_decay)
 
 
 class NAdamState(NamedTuple):
@@ -92,7 +91,7 @@ def nadam(
     capturable: bool = False,
     differentiable: bool = False,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""NAdam, as ``torch.optim.NAdam``.
 
   .. math::
@@ -143,11 +142,11 @@ def nadam(
                                         differentiable=differentiable)
   del capturable  # Step counts live on the device already: nothing to capture.
 
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr, 'betas': (beta1, beta2), 'eps': eps,
-                 'momentum_decay': momentum_decay}
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'betas': (beta1, beta2), 'eps': eps,
+                 'momentum_decay': momentum_decay, 'weight_decay': weight_decay},
+      WEIGHT_DECAY_GATE)
+  has_weight_decay = 'weight_decay' in hyperparams
   return elementwise_transformation(
       implementation=implementation,
       name='nadam',
@@ -159,4 +158,5 @@ def nadam(
                    decoupled=decoupled_weight_decay),
       needs_params=has_weight_decay,
       scalar_state={'mu_product': 1.0},
+      compiled_out=compiled_out,
   )

@@ -8,15 +8,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.hyperparams import ScalarOrSchedule, compile_out_zeros
 from functional_optim.core.numerics import as_python_float
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import is_zero
+from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    check_adam_family_arguments, decayed_gradient, moment_scalars, update_moments,
-    weight_decay_scalars, with_decoupled_decay)
+    WEIGHT_DECAY_GATE, check_adam_family_arguments, decayed_gradient, moment_scalars,
+    update_moments, weight_decay_scalars, with_decoupled_decay)
 
 #: The variance of the adaptive learning rate is tractable once the length of
 #: the approximated simple moving average exceeds this (torch's threshold).
@@ -98,7 +97,7 @@ def radam(
     capturable: bool = False,
     differentiable: bool = False,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""RAdam, as ``torch.optim.RAdam``.
 
   .. math::
@@ -147,10 +146,10 @@ def radam(
                                         differentiable=differentiable)
   del capturable  # Step counts live on the device already: nothing to capture.
 
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr, 'betas': (beta1, beta2), 'eps': eps}
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'betas': (beta1, beta2), 'eps': eps, 'weight_decay': weight_decay},
+      WEIGHT_DECAY_GATE)
+  has_weight_decay = 'weight_decay' in hyperparams
   return elementwise_transformation(
       implementation=implementation,
       name='radam',
@@ -161,4 +160,5 @@ def radam(
       math=partial(_radam_math, maximize=maximize, weight_decay=has_weight_decay,
                    decoupled=decoupled_weight_decay),
       needs_params=has_weight_decay,
+      compiled_out=compiled_out,
   )

@@ -8,14 +8,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule
+from functional_optim.core.hyperparams import ScalarOrSchedule, compile_out_zeros
 from functional_optim.core.numerics import lerp
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import check_at_least, is_zero
+from functional_optim.core.transform import GradientTransformationExtraArgs
+from functional_optim.core.validation import check_at_least
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import (
-    decayed_gradient, square_average, weight_decay_scalars)
+    WEIGHT_DECAY_GATE, decayed_gradient, square_average, weight_decay_scalars)
 
 
 class RMSpropState(NamedTuple):
@@ -90,7 +90,7 @@ def rmsprop(
     maximize: bool = False,
     differentiable: bool = False,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""RMSprop, as ``torch.optim.RMSprop``.
 
   .. math::
@@ -140,13 +140,12 @@ def rmsprop(
                                         differentiable=differentiable)
   del capturable
 
-  has_momentum = not is_zero(momentum)
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr, 'alpha': alpha, 'eps': eps}
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
-  if has_momentum:
-    hyperparams['momentum'] = momentum
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'alpha': alpha, 'eps': eps, 'weight_decay': weight_decay,
+       'momentum': momentum},
+      {'momentum': ('momentum',), **WEIGHT_DECAY_GATE})
+  has_weight_decay = 'weight_decay' in hyperparams
+  has_momentum = 'momentum' in hyperparams
   return elementwise_transformation(
       implementation=implementation,
       name='rmsprop',
@@ -159,4 +158,5 @@ def rmsprop(
       math=partial(_rmsprop_math, maximize=maximize, weight_decay=has_weight_decay,
                    momentum=has_momentum, centered=centered),
       needs_params=has_weight_decay,
+      compiled_out=compiled_out,
   )

@@ -10,9 +10,8 @@ import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.numerics import sign
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import (
-    check_at_least, check_pair, concrete_value)
+from functional_optim.core.transform import GradientTransformationExtraArgs
+from functional_optim.core.validation import check_at_least, check_pair, concrete_value
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._shared import ascent_or_descent
@@ -88,7 +87,7 @@ def rprop(
     maximize: bool = False,
     differentiable: bool = False,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""Rprop, as ``torch.optim.Rprop``.
 
   .. math::

@@ -8,13 +8,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import ScalarOrSchedule
-from functional_optim.core.transform import GradientTransformation
-from functional_optim.core.validation import (
-    check_at_least, concrete_value, is_zero)
+from functional_optim.core.hyperparams import ScalarOrSchedule, compile_out_zeros
+from functional_optim.core.transform import GradientTransformationExtraArgs
+from functional_optim.core.validation import check_at_least, concrete_value
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
-from functional_optim.optimizers._shared import decayed_gradient, weight_decay_scalars
+from functional_optim.optimizers._shared import (
+    WEIGHT_DECAY_GATE, decayed_gradient, weight_decay_scalars)
 
 
 class SGDState(NamedTuple):
@@ -75,7 +75,7 @@ def sgd(
     differentiable: bool = False,
     fused: bool | None = None,
     implementation: str | None = None,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""Stochastic gradient descent, as ``torch.optim.SGD``.
 
   .. math::
@@ -116,13 +116,11 @@ def sgd(
   implementation = choose_implementation(implementation, foreach=foreach, fused=fused,
                                         differentiable=differentiable)
 
-  has_momentum = not is_zero(momentum)
-  has_weight_decay = not is_zero(weight_decay)
-  hyperparams = {'lr': lr}
-  if has_momentum:
-    hyperparams.update(momentum=momentum, dampening=dampening)
-  if has_weight_decay:
-    hyperparams['weight_decay'] = weight_decay
+  hyperparams, compiled_out = compile_out_zeros(
+      {'lr': lr, 'momentum': momentum, 'dampening': dampening, 'weight_decay': weight_decay},
+      {'momentum': ('momentum', 'dampening'), **WEIGHT_DECAY_GATE})
+  has_momentum = 'momentum' in hyperparams
+  has_weight_decay = 'weight_decay' in hyperparams
   return elementwise_transformation(
       implementation=implementation,
       name='sgd',
@@ -133,4 +131,5 @@ def sgd(
       math=partial(_sgd_math, maximize=maximize, weight_decay=has_weight_decay,
                    momentum=has_momentum, nesterov=nesterov),
       needs_params=has_weight_decay,
+      compiled_out=compiled_out,
   )

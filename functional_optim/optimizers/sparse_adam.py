@@ -11,10 +11,11 @@ from jax.experimental import sparse
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.numerics import as_python_float, in_dtype_of
-from functional_optim.core.transform import GradientTransformation
+from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.tree import check_gradient_tree, check_state_tree
 from functional_optim.core.validation import check_beta, check_greater_than, check_pair
-from functional_optim.kernels.elementwise import check_state_type, elementwise_transformation
+from functional_optim.kernels.elementwise import (
+    check_state_type, elementwise_transformation)
 from functional_optim.optimizers._shared import ascent_or_descent
 
 
@@ -115,7 +116,7 @@ def sparse_adam(
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),
     eps: ScalarOrSchedule = 1e-8,
     maximize: bool = False,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""SparseAdam, as ``torch.optim.SparseAdam``: Adam masked to a sparse gradient.
 
   Gradients are :class:`jax.experimental.sparse.BCOO` arrays (or None), such as
@@ -192,4 +193,4 @@ def sparse_adam(
     touched = jax.tree.map(_stored_entries, grads, state.exp_avg, is_leaf=_is_gradient)
     return tx.update(values, state, touched)
 
-  return GradientTransformation(init, update)
+  return GradientTransformationExtraArgs(init, update)

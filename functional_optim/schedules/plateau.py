@@ -7,8 +7,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import get_hyperparams, hyperparam_dtype, set_hyperparams
-from functional_optim.core.transform import GradientTransformation, accepts_extra_kwargs
+from functional_optim.core.hyperparams import hyperparam_dtype, map_hyperparams
+from functional_optim.core.transform import (
+    GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support)
 from functional_optim.schedules import _checks
 from functional_optim.schedules import _formulas as F
 
@@ -47,7 +48,7 @@ def reduce_lr_on_plateau(
     eps: float = 1e-8,
     *,
     accumulation_size: int = 1,
-) -> GradientTransformation:
+) -> GradientTransformationExtraArgs:
   r"""``torch.optim.lr_scheduler.ReduceLROnPlateau`` around an optimizer.
 
   ``update(grads, state, params, value=loss)`` runs ``inner``'s step with its
@@ -96,19 +97,25 @@ def reduce_lr_on_plateau(
                     'partition for param groups with their own min_lr)')
   if accumulation_size < 1:
     raise ValueError(f'accumulation_size must be >= 1, got {accumulation_size}')
-  inner_takes_extra = accepts_extra_kwargs(inner.update)
+  inner = with_extra_args_support(inner)
 
   def init(params):
     dtype = hyperparam_dtype()
     zero = jnp.zeros([], jnp.int32)
+    inner_state = inner.init(params)
+    try:  # It cuts the lr by setting it: a schedule's lr cannot be cut.
+      map_hyperparams(inner_state, lr=lambda lr: lr)
+    except (KeyError, ValueError) as error:
+      raise ValueError(f'reduce_lr_on_plateau sets the lr of the optimizer it wraps, '
+                       f'which must be a constant: {error}') from None
     return ReduceLROnPlateauState(
-        inner_state=inner.init(params),
+        inner_state=inner_state,
         best=jnp.asarray(jnp.inf if mode == 'min' else -jnp.inf, dtype),
         num_bad_epochs=zero, cooldown_counter=zero, last_epoch=zero,
         accumulated_value=jnp.zeros([], dtype), accumulated_count=zero)
 
-  def plateau_step(state: ReduceLROnPlateauState, current, lr):
-    """torch's rule for one value: the new counters and the new lr."""
+  def plateau_step(state: ReduceLROnPlateauState, current):
+    """torch's rule for one value: the new counters, and whether to cut the lr."""
     better = F.plateau_is_better(mode, threshold_mode, threshold, current, state.best)
     best = jnp.where(better, current, state.best)
     bad = jnp.where(better, 0, state.num_bad_epochs + 1)
@@ -117,31 +124,29 @@ def reduce_lr_on_plateau(
                                  state.cooldown_counter)
     bad = jnp.where(in_cooldown, 0, bad)
     reduce = bad > patience
-    new_lr = jnp.maximum(lr * factor, min_lr)
-    lr = jnp.where(reduce & (lr - new_lr > eps), new_lr, lr)
     counters = (best, jnp.where(reduce, 0, bad),
                 jnp.where(reduce, cooldown, cooldown_counter), state.last_epoch + 1)
-    return counters, lr
+    return counters, reduce
 
   def update(updates, state, params=None, *, value, **extra):
-    if inner_takes_extra:
-      updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
-    else:
-      updates, inner_state = inner.update(updates, state.inner_state, params)
+    updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
     total = state.accumulated_value + jnp.asarray(value, hyperparam_dtype())
     count = state.accumulated_count + 1
     full = count >= accumulation_size
-    lr = get_hyperparams(inner_state)['lr']
-    counters, new_lr = plateau_step(state, total / count, lr)
+    counters, reduce = plateau_step(state, total / count)
+
+    def cut(lr):  # every lr of the inner state: each of torch's param groups
+      new_lr = jnp.maximum(lr * factor, min_lr)
+      return jnp.where(full & reduce & (lr - new_lr > eps), new_lr, lr)
     # Only scalars are selected: the inner state's buffers pass through untouched.
     kept = (state.best, state.num_bad_epochs, state.cooldown_counter, state.last_epoch)
     best, bad, cooldown_counter, last_epoch = (
         jnp.where(full, new, old) for new, old in zip(counters, kept))
     return updates, ReduceLROnPlateauState(
-        inner_state=set_hyperparams(inner_state, lr=jnp.where(full, new_lr, lr)),
+        inner_state=map_hyperparams(inner_state, lr=cut),
         best=best, num_bad_epochs=bad, cooldown_counter=cooldown_counter,
         last_epoch=last_epoch,
         accumulated_value=jnp.where(full, jnp.zeros_like(total), total),
         accumulated_count=jnp.where(full, 0, count))
 
-  return GradientTransformation(init, update)
+  return GradientTransformationExtraArgs(init, update)

@@ -94,7 +94,13 @@ def run_ours(case: Case, init: list[np.ndarray], jit: bool = True):
   lrs = []
   for step in range(case.steps):
     if case.hyperparams_at:
-      state = fo.set_hyperparams(state, **case.hyperparams_at(step))
+      # What our_kwargs gives as a schedule, the schedule sets: torch's edits stand
+      # for it, and setting it would raise.
+      scheduled = {k for k, v in (case.our_kwargs or {}).items()
+                   if any(callable(x) for x in jax.tree.leaves(v))}
+      edits = {k: v for k, v in case.hyperparams_at(step).items() if k not in scheduled}
+      if edits:
+        state = fo.set_hyperparams(state, **edits)
     mask = tuple(case.has_grad(step, i) if case.has_grad else True
                  for i in range(len(params)))
     params, state = train_step(params, state, mask)

@@ -96,7 +96,7 @@ def test_extra_arguments_reach_an_inner_transformation_that_takes_them():
     seen.update(extra)
     return fo.sgd(lr=1.0).update(updates, state, params)
 
-  tx = reduce_lr_on_plateau(fo.GradientTransformation(init, update))
+  tx = reduce_lr_on_plateau(fo.GradientTransformationExtraArgs(init, update))
   params = {'w': jnp.zeros(1)}
   tx.update({'w': jnp.ones(1)}, tx.init(params), params, value=1.0, marker=3)
   assert seen == {'marker': 3}
