@@ -13,8 +13,9 @@
 from functional_optim.core import (
     ApplyIfFiniteState, GradientTransformation, GradientTransformationExtraArgs,
     Hyperparams, MaskedNode, MixedPrecisionState, PartitionState, Schedule,
-    ScalarOrSchedule, apply_if_finite, apply_updates, chain, get_hyperparams,
-    mixed_precision, partition, set_hyperparams, with_extra_args_support)
+    ScalarOrSchedule, apply_if_finite, apply_updates, chain, clip_grad_norm, clip_grad_value,
+    clipped_by_norm, clipped_by_value, get_hyperparams, mixed_precision, partition,
+    set_hyperparams, total_norm, with_extra_args_support)
 from functional_optim import averaging, distributed, kernels, schedules
 from functional_optim.optimizers import *  # noqa: F403  (the algorithms and their states)
 from functional_optim.optimizers import __all__ as _optimizers
@@ -25,6 +26,7 @@ __all__ = [
     'ApplyIfFiniteState', 'GradientTransformation', 'GradientTransformationExtraArgs',
     'Hyperparams', 'MaskedNode', 'MixedPrecisionState', 'PartitionState', 'Schedule',
     'ScalarOrSchedule', 'apply_if_finite', 'apply_updates', 'averaging', 'chain',
+    'clip_grad_norm', 'clip_grad_value', 'clipped_by_norm', 'clipped_by_value',
     'distributed', 'get_hyperparams', 'kernels', 'mixed_precision', 'partition',
-    'schedules', 'set_hyperparams', 'with_extra_args_support', *_optimizers,
+    'schedules', 'set_hyperparams', 'total_norm', 'with_extra_args_support', *_optimizers,
 ]

@@ -5,6 +5,8 @@
 
 from optax import MaskedNode
 
+from functional_optim.core.clipping import (
+    clip_grad_norm, clip_grad_value, clipped_by_norm, clipped_by_value, total_norm)
 from functional_optim.core.hyperparams import (
     Hyperparams, Schedule, ScalarOrSchedule, get_hyperparams, set_hyperparams)
 from functional_optim.core.mixed_precision import MixedPrecisionState, mixed_precision
@@ -17,6 +19,7 @@ from functional_optim.core.transform import (
 __all__ = [
     'ApplyIfFiniteState', 'GradientTransformation', 'GradientTransformationExtraArgs',
     'Hyperparams', 'MaskedNode', 'MixedPrecisionState', 'PartitionState', 'Schedule',
-    'ScalarOrSchedule', 'apply_if_finite', 'apply_updates', 'chain', 'get_hyperparams',
-    'mixed_precision', 'partition', 'set_hyperparams', 'with_extra_args_support',
+    'ScalarOrSchedule', 'apply_if_finite', 'apply_updates', 'chain', 'clip_grad_norm',
+    'clip_grad_value', 'clipped_by_norm', 'clipped_by_value', 'get_hyperparams',
+    'mixed_precision', 'partition', 'set_hyperparams', 'total_norm', 'with_extra_args_support',
 ]

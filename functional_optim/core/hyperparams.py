@@ -265,6 +265,24 @@ class Hyperparams(Mapping):
     return cls(values, given, *aux)
 
 
+_TRACE_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+                 jax.errors.TracerIntegerConversionError, jax.errors.TracerArrayConversionError)
+
+
+def _evaluate(schedule: Schedule, count, name: str):
+  """``schedule(count)``, with an error that names the schedule when it cannot be traced."""
+  try:
+    return schedule(count)
+  except _TRACE_ERRORS as error:
+    raise TypeError(
+        f'the schedule of {name!r} ({_describe(schedule)}) runs inside the compiled step, '
+        f'where the step count is a traced value, and it used it as a Python value '
+        f'({type(error).__name__}; the line is in the traceback above). Write it with '
+        f'jnp.where (e.g. jnp.where(count < warmup, count / warmup, 1.0)), or, with the '
+        f'torch-like facade, use optim.lr_scheduler.LambdaLR, which calls it with a '
+        f'Python int') from error
+
+
 def initial_hyperparams(spec: Mapping[str, PyTree],
                         compiled_out: Mapping[str, str] | None = None) -> Hyperparams:
   """The values the first step uses: constants as they are, schedules at count 0.
@@ -325,7 +343,7 @@ def current_hyperparams(spec: Mapping[str, PyTree], stored: Hyperparams | None,
     new_values, new_given = [], []
     for leaf, h, b_last in zip(leaves, kept, last):
       if is_schedule(leaf):  # driven: nothing to compare
-        v, b = _as_hyperparam(leaf(count), hyperparam_dtype()), None
+        v, b = _as_hyperparam(_evaluate(leaf, count, name), hyperparam_dtype()), None
       elif h is None:
         v, b = _as_hyperparam(leaf), _as_hyperparam(leaf)  # two buffers: donatable
       else:

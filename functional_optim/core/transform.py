@@ -27,6 +27,25 @@ PyTree = Any
 GradientTransformation = optax.GradientTransformation
 GradientTransformationExtraArgs = optax.GradientTransformationExtraArgs
 
+class TorchOptimizer(optax.GradientTransformationExtraArgs):
+  """The transformation of one of our optimizers: optax's type, plus what torch needs.
+
+  Attributes:
+    torch_name: the ``torch.optim`` class it mirrors (``'Adam'``).
+    options: the arguments it was built with, by name (the builder's signature
+      bound, defaults applied): torch's param-group keys
+      (``interop.torch.state_to_torch`` writes them).
+
+  Example:
+    >>> import functional_optim as fo
+    >>> tx = fo.adam(lr=0.1, amsgrad=True)
+    >>> tx.torch_name, tx.options['lr'], tx.options['amsgrad']
+    ('Adam', 0.1, True)
+  """
+  torch_name: str
+  options: dict[str, Any]
+
+
 #: ``chain(*transforms)``: optax's. Extra keyword arguments (``value=loss``)
 #: reach every transformation that takes them.
 chain = optax.chain

@@ -9,7 +9,7 @@ with the full params tree.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -231,3 +231,61 @@ def flatten_like(grads: PyTree, *trees: PyTree):
   others = [[None] * len(grad_leaves) if t is None else treedef.flatten_up_to(t)
             for t in trees]
   return treedef, grad_leaves, others
+
+
+def _key_name(entry) -> str:
+  for attr in ('key', 'idx', 'name'):
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
+def dotted_name(path) -> str:
+  """A key path as torch names a param: keys joined by dots, list indices as numbers.
+
+  Example:
+    >>> import jax
+    >>> from functional_optim.core.tree import dotted_name
+    >>> path, _ = jax.tree_util.tree_flatten_with_path({'h': [{'w': 0}]})[0][0]
+    >>> dotted_name(path)
+    'h.0.w'
+  """
+  return '.'.join(_key_name(entry) for entry in path)
+
+
+def insertion_order(tree: PyTree, is_leaf=None) -> list[int]:
+  """The indices of ``tree``'s leaves (in JAX's order) in the order the tree was written.
+
+  JAX flattens a dict in sorted key order; a torch module lists its params in
+  the order they were defined (``named_parameters()``), and a user porting one
+  writes dicts in that order. This walks mappings in insertion order (and every
+  other node in JAX's order of its children), so
+  ``[leaves[i] for i in insertion_order(tree)]`` are the leaves as written.
+
+  Example:
+    >>> import jax
+    >>> from functional_optim.core.tree import insertion_order
+    >>> tree = {'q': 1.0, 'k': 2.0, 'v': {'w': 3.0, 'b': 4.0}}
+    >>> jax.tree.leaves(tree), insertion_order(tree)  # JAX sorts: k, q, v.b, v.w
+    ([2.0, 1.0, 4.0, 3.0], [1, 0, 3, 2])
+  """
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+  index = {jax.tree_util.keystr(path): i for i, (path, _) in enumerate(flat)}
+  order: list[int] = []
+
+  def walk(node, path):
+    key = jax.tree_util.keystr(path)
+    if key in index:  # a leaf
+      order.append(index[key])
+      return
+    if isinstance(node, Mapping):
+      children = [((jax.tree_util.DictKey(k),), v) for k, v in node.items()]
+    else:  # one level of JAX's own flattening
+      children = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)[0]
+    for child_path, child in children:
+      walk(child, path + tuple(child_path))
+
+  walk(tree, ())
+  if sorted(order) != list(range(len(flat))):  # a node whose keys differ: JAX's order
+    return list(range(len(flat)))
+  return order

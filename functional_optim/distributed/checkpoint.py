@@ -127,7 +127,7 @@ def save_optimizer(directory: str | os.PathLike, optimizer: Any, *, force: bool 
     >>> fo.distributed.save_optimizer(path, opt)
     >>> resumed = optim.Adam({'w': opt.params['w']}, lr=0.5)
     >>> fo.distributed.restore_optimizer(path, resumed)
-    >>> resumed.param_groups[0]['lr'], int(resumed.state_dict()['state'][0]['step'])
+    >>> resumed.param_groups[0]['lr'], int(resumed.state[0]['step'])
     (0.001, 1)
   """
   import orbax.checkpoint as ocp
@@ -156,7 +156,7 @@ def restore_optimizer(directory: str | os.PathLike, optimizer: Any) -> None:
     >>> fo.distributed.save_optimizer(path, opt)
     >>> resumed = optim.SGD({'w': opt.params['w']}, lr=0.1, momentum=0.9)
     >>> fo.distributed.restore_optimizer(path, resumed)
-    >>> resumed.state_dict()['state'][0]['momentum_buffer']
+    >>> resumed.state[0]['momentum_buffer']
     array([1., 1.], dtype=float32)
   """
   import orbax.checkpoint as ocp

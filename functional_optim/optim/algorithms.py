@@ -12,13 +12,10 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 
 from functional_optim import optimizers as F
 from functional_optim.core.transform import apply_updates
-from functional_optim.optim.optimizer import Optimizer, _to_numpy
+from functional_optim.optim.optimizer import Optimizer
 
 
 # The Example section of each generated class's docstring.
@@ -157,32 +154,21 @@ def _torch_class(name: str, builder: Callable, dynamic: tuple[str, ...],
       '_builder': staticmethod(builder), '_dynamic': dynamic, **attributes})
 
 
-def _keep_momentum_buffer_if_momentum(self, group, state) -> list[str]:
-  # torch makes a momentum buffer only for groups that use momentum.
-  keys = Optimizer._torch_state_keys(self, group, state)
-  return [k for k in keys if k != 'momentum_buffer' or group['momentum'] != 0]
-
-
-SGD = _torch_class('SGD', F.sgd, ('lr', 'momentum', 'dampening', 'weight_decay'),
-                   _torch_has_step=False,
-                   _torch_state_keys=_keep_momentum_buffer_if_momentum)
+SGD = _torch_class('SGD', F.sgd, ('lr', 'momentum', 'dampening', 'weight_decay'))
 Adam = _torch_class('Adam', F.adam, ('lr', 'betas', 'eps', 'weight_decay'))
 Adadelta = _torch_class('Adadelta', F.adadelta, ('lr', 'rho', 'eps', 'weight_decay'))
 Adafactor = _torch_class('Adafactor', F.adafactor,
                          ('lr', 'beta2_decay', 'eps', 'd', 'weight_decay'))
-Adagrad = _torch_class('Adagrad', F.adagrad, ('lr', 'lr_decay', 'weight_decay', 'eps'),
-                       _state_from_construction=True)
+Adagrad = _torch_class('Adagrad', F.adagrad, ('lr', 'lr_decay', 'weight_decay', 'eps'))
 Adamax = _torch_class('Adamax', F.adamax, ('lr', 'betas', 'eps', 'weight_decay'))
 ASGD = _torch_class('ASGD', F.asgd, ('lr', 'lambd', 'alpha', 't0', 'weight_decay'))
 NAdam = _torch_class('NAdam', F.nadam,
                      ('lr', 'betas', 'eps', 'weight_decay', 'momentum_decay'))
 RAdam = _torch_class('RAdam', F.radam, ('lr', 'betas', 'eps', 'weight_decay'))
 RMSprop = _torch_class('RMSprop', F.rmsprop,
-                       ('lr', 'alpha', 'eps', 'weight_decay', 'momentum'),
-                       _torch_state_keys=_keep_momentum_buffer_if_momentum)
+                       ('lr', 'alpha', 'eps', 'weight_decay', 'momentum'))
 Rprop = _torch_class('Rprop', F.rprop, ('lr', 'etas', 'step_sizes'))
-SparseAdam = _torch_class('SparseAdam', F.sparse_adam, ('lr', 'betas', 'eps'),
-                          _torch_int_step=True)
+SparseAdam = _torch_class('SparseAdam', F.sparse_adam, ('lr', 'betas', 'eps'))
 Muon = _torch_class('Muon', F.muon,
                     ('lr', 'weight_decay', 'momentum', 'ns_coefficients', 'eps'))
 
@@ -212,12 +198,8 @@ class AdamW(Adam):
                      differentiable=differentiable, fused=fused,
                      decoupled_weight_decay=True)
 
-  def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-    """Loads as :meth:`Optimizer.load_state_dict`, keeping ``decoupled_weight_decay=True``
-    in every group (a saved Adam group says False)."""
-    super().load_state_dict(state_dict)
-    for group in self.param_groups:
-      group['decoupled_weight_decay'] = True
+  # A loaded group stays AdamW's (a saved Adam group says False), as in torch.
+  _forced = {'decoupled_weight_decay': True}
 
 
 class LBFGS(Optimizer):
@@ -279,78 +261,18 @@ class LBFGS(Optimizer):
     if not callable(closure):
       raise TypeError('LBFGS.step needs a closure: step(closure), with closure(params) '
                       'returning the loss or (loss, grads)')
-    self._refresh_structure()
-    source = self._sources[0]
-    key = (self._signatures[0], closure)
-    if key not in self._compiled:
-      self._compiled[key] = self._compile(closure)
-    tree, self._states[0] = self._compiled[key](
-        source.tree, self._states[0], self._hyperparams(self.param_groups[0]))
-    source.set_tree(tree)
-    self.param_groups[0]['params'] = source.leaves()
-    return self._states[0].loss
+    return self._closure_step(closure)
 
-  def _compile(self, closure):
-    source, group = self._sources[0], dict(self.param_groups[0])
-    objective = source.function_of_params(closure)
-    returns_grads = isinstance(jax.eval_shape(objective, source.tree), tuple)
+  def _closure_update(self, transforms, params, states, rest, objective, returns_grads):
+    # LBFGS evaluates the objective itself, at every point of its line search.
+    source, (tx,), (tree,), (state,) = self._sources[0], transforms, params, states
     if returns_grads:
-      def value_and_grad(tree):
-        loss, grads = objective(tree)
+      def value_and_grad(t):
+        loss, grads = objective([t], rest)[0]
         return loss, source.grads_tree(grads)
       kwargs = {'value_and_grad_fn': value_and_grad}
     else:
-      kwargs = {'value_fn': objective}
-
-    def step(tree, state, hyperparams):
-      updates, state = self._build(group, hyperparams).update(None, state, tree, **kwargs)
-      return apply_updates(tree, updates), state
-
-    return jax.jit(step, donate_argnums=(0, 1))
-
-  # torch keeps all of LBFGS's state under the first param, with Python lists
-  # (oldest pair first) for the history and Python numbers for counters.
-
-  def _param_states(self, g: int) -> list:
-    state = self._states[g]
-    out = [None] * len(self.param_groups[g]['params'])
-    if int(state.func_evals) == 0:
-      return out  # torch makes the entry at the first step
-    old_dirs, old_stps, ro = (np.array(x) for x in state.history())
-    out[0] = {
-        'func_evals': int(state.func_evals), 'n_iter': int(state.n_iter),
-        'd': np.array(state.d), 't': float(state.t),
-        'old_dirs': list(old_dirs), 'old_stps': list(old_stps), 'ro': list(ro),
-        'H_diag': np.array(state.H_diag), 'prev_flat_grad': np.array(state.prev_flat_grad),
-        'prev_loss': float(state.prev_loss),
-        'al': [None] * self.param_groups[g]['history_size'],
-    }
-    return out
-
-  def _fill_state(self, g, group, fresh, entries, ids):
-    entry = entries[0]
-    if entry is None:
-      return fresh
-    as_array = lambda x, like: jnp.asarray(_to_numpy(x), like.dtype).reshape(like.shape)
-    pairs = len(entry['old_dirs'])
-    size = fresh.ro.shape[0]
-    if pairs > size:
-      raise ValueError(f'the loaded LBFGS history holds {pairs} pairs, more than '
-                       f'history_size={size}')
-    def ring(rows, like):
-      if not pairs:
-        return like
-      return like.at[:pairs].set(jnp.stack([as_array(r, like[0]) for r in rows]))
-    return fresh._replace(
-        count=jnp.asarray(entry['n_iter'], jnp.int32),
-        func_evals=jnp.asarray(entry['func_evals'], jnp.int32),
-        n_iter=jnp.asarray(entry['n_iter'], jnp.int32),
-        d=as_array(entry['d'], fresh.d), t=as_array(entry['t'], fresh.t),
-        old_dirs=ring(entry['old_dirs'], fresh.old_dirs),
-        old_stps=ring(entry['old_stps'], fresh.old_stps),
-        ro=ring(entry['ro'], fresh.ro),
-        H_diag=as_array(entry['H_diag'], fresh.H_diag),
-        prev_flat_grad=as_array(entry['prev_flat_grad'], fresh.prev_flat_grad),
-        prev_loss=as_array(entry['prev_loss'], fresh.prev_loss),
-        history_count=jnp.asarray(pairs, jnp.int32),
-        history_start=jnp.zeros([], jnp.int32))
+      kwargs = {'value_fn': lambda t: objective([t], rest)[0]}
+    updates, state = tx.update(None, state, tree, **kwargs)
+    # torch returns the loss where the step started.
+    return state.loss, [apply_updates(tree, updates)], [state], rest

@@ -6,20 +6,22 @@ A port from PyTorch changes the import line::
     opt = optim.AdamW(model, lr=1e-3)            # an nnx Module, a pytree, (name, array) pairs
     opt.step(grads)                              # or opt.step(closure)
 
-Each param group runs its own functional transformation (built from the group's
-hyperparameters); one cached, jitted function with donated buffers steps every
-group. Numeric hyperparameters in ``param_groups`` are passed to it as data, so
-editing ``lr``, ``betas``, ``momentum``, ``weight_decay``... takes effect at the
-next step without recompiling. No update math lives here.
+Each param group runs its own functional transformation, built inside one
+cached, jitted step from the group's hyperparameters (traced: editing ``lr``,
+``betas``, ``momentum``, ``weight_decay``... takes effect at the next step without
+recompiling). The step donates only buffers the facade owns (``_params``); no
+update math lives here. Where the params come from and how they are named is
+``_params``; torch's ``state_dict`` format is ``_state_dict``; ``step(closure)``
+compiles per closure code (``_closures``).
 """
 
 from __future__ import annotations
 
-import copy
+import inspect
+import sys
 import warnings
-from collections import OrderedDict
 from itertools import chain as chain_iters
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,18 +29,20 @@ import numpy as np
 
 from functional_optim.core.hyperparams import given_dtype
 from functional_optim.core.transform import GradientTransformationExtraArgs, apply_updates
+from functional_optim.core.tree import is_gradient_leaf
 from functional_optim.distributed.sharding import init_sharded
+from functional_optim.interop.torch_state import to_numpy
 from functional_optim.kernels.packing import pack_state, unpack_state
-from functional_optim.optim import _hooks
+from functional_optim.optim import _closure_step, _hooks, _state_dict
+from functional_optim.optim._closures import ClosureCache
 from functional_optim.optim._hooks import (
-    RemovableHandle, register_optimizer_step_post_hook, register_optimizer_step_pre_hook)
-from functional_optim.optim._params import ParamSource, _is_nnx_module
+    HookRegistries, register_optimizer_step_post_hook, register_optimizer_step_pre_hook)
+from functional_optim.optim._params import ParamSource, is_nnx_module, named_parameters
 
-__all__ = ['Optimizer', 'register_optimizer_step_post_hook',
+__all__ = ['Optimizer', 'named_parameters', 'register_optimizer_step_post_hook',
            'register_optimizer_step_pre_hook']
 
 _NOT_HYPERPARAMS = ('params', 'param_names')
-_FUNCTIONAL_ONLY_FIELDS = ('count', 'hyperparams')
 
 
 def _freeze(value):
@@ -49,70 +53,104 @@ def _freeze(value):
   return value
 
 
-def _to_numpy(value) -> np.ndarray:
-  """A copy of a torch tensor, jax array, numpy array or number as a numpy array.
-
-  Always a copy: ``tensor.numpy()`` shares torch's memory (torch updates its
-  state in place), and ``jnp.asarray`` of a numpy array may share it too.
-  Works without importing torch.
-  """
-  if hasattr(value, 'detach') and hasattr(value, 'cpu'):  # a torch.Tensor
-    value = value.detach().cpu()
-    if str(value.dtype) == 'torch.bfloat16':
-      return np.asarray(value.float().numpy()).astype(jnp.bfloat16)
-    return value.numpy().copy()
-  return np.array(value)
-
-
 def _as_tuple(value):
   return tuple(value) if isinstance(value, list) else value  # betas edited or loaded as a list
 
 
 def _data_dtype(value) -> np.dtype:
   """The dtype a numeric hyperparameter runs in: a tensor's or array's own, a
-  number's :func:`hyperparam_dtype` (see ``core.hyperparams.given_dtype``)."""
-  return given_dtype(_to_numpy(value) if hasattr(value, 'dtype') else value)
+  number's (``core.hyperparams.given_dtype``)."""
+  return given_dtype(to_numpy(value) if hasattr(value, 'dtype') else value)
 
 
 def _as_data(value) -> np.ndarray:
   """A numeric hyperparameter of a param group as the array the compiled step takes."""
-  return np.asarray(_to_numpy(value), _data_dtype(value))
+  return np.asarray(to_numpy(value), _data_dtype(value))
 
 
-def _casts_to(source, target) -> bool:
-  """Whether a loaded state value of dtype ``source`` may be stored as ``target``.
+def _refcounts(leaves: Sequence[Any]) -> list[int]:
+  return [sys.getrefcount(x) for x in leaves]  # see ParamSource.owned_leaves
 
-  torch casts loaded floating-point state to the param's dtype, so real numbers
-  go into any buffer; complex only into a complex one (the cast to real would
-  drop the imaginary part), and nothing that is not a number.
+
+class ParamGroup(dict):
+  """A param group: torch's dict, which notices edits that change the program.
+
+  An edit of a structural option (``amsgrad``, ``nesterov``, ``foreach``...) or a
+  numeric hyperparameter changing kind (a float lr becoming a float32 tensor)
+  rebuilds the group's step; other edits are data.
   """
-  kinds = [jnp.bool_, jnp.integer, jnp.floating]
-  if jnp.issubdtype(target, jnp.complexfloating):
-    kinds.append(jnp.complexfloating)
-  return any(jnp.issubdtype(source, kind) for kind in kinds)
+
+  def __init__(self, values: dict, dynamic: Sequence[str]):
+    super().__init__(values)
+    self._dynamic = frozenset(dynamic)
+    self.edited = False
+
+  def __setitem__(self, key, value):
+    if key not in self._dynamic or (key in self and _kind(self[key]) != _kind(value)):
+      self.edited = True
+    super().__setitem__(key, value)
+
+  def _edit(name):
+    def method(self, *args, **kwargs):
+      self.edited = True
+      return getattr(dict, name)(self, *args, **kwargs)
+    return method
+
+  update = _edit('update')
+  setdefault = _edit('setdefault')
+  pop = _edit('pop')
+  popitem = _edit('popitem')
+  clear = _edit('clear')
+  __delitem__ = _edit('__delitem__')
+  __ior__ = _edit('__ior__')
+  del _edit
 
 
-class Optimizer:
+def _kind(value):
+  return type(value) if not hasattr(value, 'dtype') else ('array', str(value.dtype))
+
+
+class ParamsView(Sequence):
+  """``group['params']``: the group's current params in torch's order, read when
+  asked (holding none, so a step may donate the buffers it owns)."""
+
+  def __init__(self, source: ParamSource):
+    self._source = source
+
+  def __len__(self) -> int:
+    return len(self._source.order)
+
+  def __getitem__(self, k):
+    if isinstance(k, slice):
+      return [self[i] for i in range(len(self))[k]]
+    leaf = self._source.order[k]
+    variables = self._source.variables
+    if variables is not None and variables[leaf] is not None:
+      return variables[leaf]
+    return self._source.leaves()[leaf]
+
+  def __repr__(self) -> str:
+    return f'<{len(self)} params>'
+
+
+class Optimizer(HookRegistries):
   r"""Base class of the torch-like optimizers (``torch.optim.Optimizer``).
 
   Subclasses name their functional builder (``_builder``) and which
   hyperparameters are numeric data (``_dynamic``); everything else in
   ``defaults`` is structural and part of the compiled program.
 
-  A step runs, for each param group with its transformation ``tx``, state
-  :math:`s` and params :math:`\theta`,
+  A step runs, for each param group with its transformation ``tx`` (built from
+  the group's hyperparameters), state :math:`s` and params :math:`\theta`,
 
   .. math:: (u, s) \leftarrow \mathrm{tx.update}(g, s, \theta), \quad
      \theta \leftarrow \theta + u
 
-  with the group's current numeric hyperparameters written into :math:`s`
-  first; the update math is the functional optimizer's.
-
   Args:
-    params: an nnx Module (its ``nnx.Param``s, written back after each step), a
-      pytree of arrays, an iterable of ``(name, array)`` pairs (kept as torch's
-      ``param_names``), or a list of param-group dicts whose ``'params'`` are any
-      of those.
+    params: an nnx Module (its ``nnx.Param`` s, read before and written back after
+      each step), a pytree of arrays, ``(name, array)`` pairs, a list of arrays or
+      nnx Variables, or a list of param-group dicts whose ``'params'`` are any of
+      those. Params are ordered and named as torch would (``_params``).
     defaults: the hyperparameters a group does not set, in torch's key order.
 
   Example:
@@ -130,10 +168,8 @@ class Optimizer:
 
   _builder: Callable[..., GradientTransformationExtraArgs]
   _dynamic: tuple[str, ...] = ()
-  # torch keeps no ``step`` for SGD; Adagrad's state exists from construction.
-  _torch_has_step: bool = True
-  _torch_int_step: bool = False  # SparseAdam's step is a Python int
-  _state_from_construction: bool = False
+  #: Options a loaded group always has, whatever the dict says (AdamW's decay).
+  _forced: dict[str, Any] = {}
 
   def __init__(self, params: Any, defaults: dict[str, Any]):
     if isinstance(params, jax.Array):
@@ -145,37 +181,41 @@ class Optimizer:
     self._transforms: list[GradientTransformationExtraArgs] = []
     self._signatures: list[tuple] = []
     self._states: list[Any] = []
+    self._state_refs: list[list[int] | None] = []
     self._compiled: dict[tuple, Callable] = {}
-    self._grads = None
-    self._seen_params: dict[int, int] = {}
-    self._step_pre_hooks: OrderedDict = OrderedDict()
-    self._step_post_hooks: OrderedDict = OrderedDict()
-    self._state_dict_pre_hooks: OrderedDict = OrderedDict()
-    self._state_dict_post_hooks: OrderedDict = OrderedDict()
-    self._load_state_dict_pre_hooks: OrderedDict = OrderedDict()
-    self._load_state_dict_post_hooks: OrderedDict = OrderedDict()
-
+    self._closures = ClosureCache()
+    self._grads: list | None = None
+    self._init_hooks()
     groups = self._as_groups(params)
     if not groups:
       raise ValueError('optimizer got an empty parameter list')
     for group in groups:
       self.add_param_group(group)
 
-  @staticmethod
-  def _as_groups(params) -> list:
-    if _is_nnx_module(params) or isinstance(params, dict):
+  @property
+  def _torch_name(self) -> str:
+    """The torch class whose state format this optimizer keeps."""
+    for cls in type(self).__mro__:
+      if cls.__module__ == 'functional_optim.optim.algorithms':
+        return cls.__name__
+    return type(self).__name__
+
+  def _as_groups(self, params) -> list:
+    if is_nnx_module(params) or isinstance(params, dict):
       return [{'params': params}]
     if not isinstance(params, (list, tuple)):
       params = list(params)
     if not params:
       return []
-    if isinstance(params[0], dict):
+    # A list of dicts is a list of param groups when they say so ('params', or an
+    # option of this optimizer); else a pytree of params (a JAX MLP's layers).
+    is_group = lambda p: isinstance(p, dict) and ('params' in p or bool(set(p) & set(self.defaults)))
+    if is_group(params[0]):
       return list(params)
-    for p in params:
-      if isinstance(p, dict):
-        raise TypeError('optimizer can only optimize Tensors, but one of the params is '
-                        f'{type(p)}')
-    return [{'params': list(params)}]
+    if isinstance(params, list) and any(is_group(p) for p in params):
+      raise TypeError('optimizer can only optimize Tensors, but one of the params is '
+                      f'{dict}')
+    return [{'params': params}]
 
   # --------------------------------------------------------------------------
   # Param groups
@@ -184,7 +224,8 @@ class Optimizer:
     """Adds a group (torch's checks and defaults); its state starts fresh.
 
     Keys the group does not set take the optimizer's ``defaults``. With several
-    groups, ``step`` takes a list of gradients, one entry per group.
+    groups, ``step`` takes a list of gradients, one entry per group (or a dict by
+    name, or a whole nnx model's gradients).
 
     Raises:
       TypeError: ``param_group`` is not a dict.
@@ -205,45 +246,36 @@ class Optimizer:
     if not isinstance(param_group, dict):
       raise TypeError(f'param_group must be a dict, but got {type(param_group)}')
     group = dict(param_group)
-    original = group['params']
-    source = ParamSource.from_params(original)
-    if source.names is not None:
-      group['param_names'] = list(source.names)
+    source = ParamSource.from_params(group['params'])
+    group.pop('param_names', None)
     for name, default in self.defaults.items():
       group.setdefault(name, default)
-
-    named = source.names is not None
-    if self.param_groups and named != ('param_names' in self.param_groups[0]):
+    if self.param_groups and source.named != ('param_names' in self.param_groups[0]):
       raise ValueError('all optimizer param groups should be with/without names. cannot '
-                       f'add param group {"with" if named else "without"} names to the '
-                       'optimizer')
-    identities = self._identities(original)
-    if len(set(identities)) != len(identities):
+                       f'add param group {"with" if source.named else "without"} names to '
+                       'the optimizer')
+    given = source.identities()
+    if len({id(x) for x in given}) != len(given):
       warnings.warn('optimizer contains a parameter group with duplicate parameters; '
                     'in future, this will cause an error; see '
                     'github.com/pytorch/pytorch/issues/40967 for more information',
                     stacklevel=3)
-    if any(i in self._seen_params for i in identities):
+    held = {id(x) for other in self._sources for x in other.identities()}
+    if any(id(x) in held for x in given):
       raise ValueError('some parameters appear in more than one parameter group')
 
-    transform = self._build(group)
+    transform = self._build(group)  # torch's checks of the hyperparameters
     state = init_sharded(transform, source.tree)
-    for i in identities:
-      self._seen_params[i] = len(self.param_groups)
-    group['params'] = source.leaves()
-    self.param_groups.append(group)
+    group['params'] = ParamsView(source)
+    if source.named:
+      group['param_names'] = [source.names[i] for i in source.order]
+    self.param_groups.append(ParamGroup(group, self._dynamic))
     self._sources.append(source)
     self._transforms.append(transform)
     self._signatures.append(self._signature(group))
     self._states.append(state)
-
-  @staticmethod
-  def _identities(params) -> list[int]:
-    if _is_nnx_module(params):
-      return [id(params)]
-    if isinstance(params, (list, tuple)):
-      return [id(p[1] if isinstance(p, tuple) else p) for p in params]
-    return [id(leaf) for leaf in jax.tree.leaves(params)]
+    self._state_refs.append(None)  # made by init: the next step copies nothing it
+    self._state_refs[-1] = _refcounts(jax.tree.leaves(self._states[-1]))
 
   def _signature(self, group) -> tuple:
     # A numeric hyperparameter's value is data, its dtype is not: a Python float
@@ -271,9 +303,13 @@ class Optimizer:
     return {name: jax.tree.map(_as_data, _as_tuple(group[name])) for name in self._dynamic}
 
   def _refresh_structure(self) -> None:
-    """Rebuilds a group's transformation when a structural option was edited."""
+    """Rebuilds a group's transformation when an edit changed its program."""
     for i, group in enumerate(self.param_groups):
+      if isinstance(group, ParamGroup) and not group.edited:
+        continue
       signature = self._signature(group)
+      if isinstance(group, ParamGroup):
+        group.edited = False
       if signature == self._signatures[i]:
         continue
       transform = self._build(group)
@@ -286,6 +322,31 @@ class Optimizer:
               and getattr(old, f) is not None}
       self._transforms[i], self._signatures[i] = transform, signature
       self._states[i] = pack_state(plain._replace(**kept), fresh)
+      self._state_refs[i] = None  # carried buffers: copied at the next step
+
+  def _loaded_group(self, g: int, saved: dict, live: dict) -> dict:
+    """A saved group as this optimizer's group ``g``: torch's defaults for options
+    an older torch did not save, this optimizer's ``param_names``."""
+    group = {k: v for k, v in saved.items() if k not in ('params', 'param_names')}
+    for name, default in _class_defaults(type(self)).items():
+      if name not in group and name not in self._dynamic:
+        group[name] = default  # what torch's __setstate__ fills in for older dicts
+    group.update(self._forced)
+    missing = [k for k in self.defaults if k not in group]
+    if missing:
+      raise KeyError(f'loaded param group {g} lacks {missing}')
+    group['params'] = live['params']
+    if 'param_names' in live:
+      group['param_names'] = live['param_names']
+    return group
+
+  def _commit_groups(self, groups: list[dict], transforms: list, states: list) -> None:
+    """Replaces every group's settings, transformation and state at once."""
+    self.param_groups = [ParamGroup(group, self._dynamic) for group in groups]
+    self._transforms = list(transforms)
+    self._signatures = [self._signature(group) for group in groups]
+    self._states = list(states)
+    self._state_refs = [None] * len(states)  # loaded values: copied at the next step
 
   # --------------------------------------------------------------------------
   # Stepping
@@ -294,11 +355,14 @@ class Optimizer:
     """One optimization step: ``step(grads)``, ``step(closure)`` or ``step()``.
 
     ``grads`` has the structure of :attr:`params` (a list with one entry per
-    group when there are several; a dict by name for named params); ``None``
-    for a param skips it. ``closure(params)`` returns the loss (differentiated
-    here) or ``(loss, grads)``; for an nnx Module it receives the module.
-    ``step()`` uses the gradients gathered by :meth:`accumulate_grad`. Returns
-    the closure's loss, or None. Step pre-hooks run first (and may replace the
+    group when there are several; a dict by name for named params; an nnx model's
+    ``nnx.grad`` result, in which each group's params are found); ``None`` for a
+    param skips it. ``closure(params)`` returns the loss (differentiated here) or
+    ``(loss, grads)``; for an nnx Module it receives the module. It runs inside the
+    compiled step, which is compiled once per closure *code*: a closure made anew
+    for each batch, capturing that batch, is the same program with new data.
+    ``step()`` uses the gradients gathered by :meth:`accumulate_grad`. Returns the
+    closure's loss, or None. Step pre-hooks run first (and may replace the
     arguments), post-hooks after.
 
     Example:
@@ -309,47 +373,74 @@ class Optimizer:
       >>> float(loss), opt.params['w']
       (5.0, Array([ 0.5, -1. ], dtype=float32))
     """
-    for hook in chain_iters(_hooks._global_step_pre_hooks.values(),
-                            self._step_pre_hooks.values()):
-      result = hook(self, args, kwargs)
-      if result is not None:
-        if isinstance(result, tuple) and len(result) == 2:
-          args, kwargs = result
-        else:
-          raise RuntimeError(f'{self.step} must return None or a tuple of '
-                             f'(new_args, new_kwargs), but got {result}.')
+    hooks = (_hooks._global_step_pre_hooks or self._step_pre_hooks)
+    if hooks:
+      for hook in chain_iters(_hooks._global_step_pre_hooks.values(),
+                              self._step_pre_hooks.values()):
+        result = hook(self, args, kwargs)
+        if result is not None:
+          if isinstance(result, tuple) and len(result) == 2:
+            args, kwargs = result
+          else:
+            raise RuntimeError(f'{self.step} must return None or a tuple of '
+                               f'(new_args, new_kwargs), but got {result}.')
     out = self._step(*args, **kwargs)
-    for hook in chain_iters(self._step_post_hooks.values(),
-                            _hooks._global_step_post_hooks.values()):
-      hook(self, args, kwargs)
+    if self._step_post_hooks or _hooks._global_step_post_hooks:
+      for hook in chain_iters(self._step_post_hooks.values(),
+                              _hooks._global_step_post_hooks.values()):
+        hook(self, args, kwargs)
     return out
 
   def _step(self, grads=None, closure=None):
-    if callable(grads):
+    if callable(grads) and closure is None:
       grads, closure = None, grads
-    loss = None
     if closure is not None:
-      loss, grads = self._evaluate(closure)
+      return self._closure_step(closure)
     if grads is None:
-      grads = self._grads
-    if grads is None:  # No gradient at all: torch's step does nothing.
-      return loss
-    group_grads = self._split_by_group(grads)
+      if self._grads is None:  # No gradient at all: torch's step does nothing.
+        return None
+      group_grads = self._grads
+    else:
+      group_grads = self._split_by_group(grads)
     self._refresh_structure()
-    update = self._compiled_step()
-    params = [source.tree for source in self._sources]
-    hyperparams = [self._hyperparams(group) for group in self.param_groups]
-    new_params, self._states = update(params, self._states, group_grads, hyperparams)
-    for group, source, tree in zip(self.param_groups, self._sources, new_params):
-      source.set_tree(tree)
-      group['params'] = source.leaves()
-    return loss
+    outputs = self._compiled_step()(self._owned_params(), self._owned_states(), group_grads,
+                                    [self._hyperparams(group) for group in self.param_groups])
+    self._store(*outputs)
+    del outputs
+    self._seal()
+    return None
+
+  def _owned_params(self) -> list:
+    return [source.treedef.unflatten(source.owned_leaves()) for source in self._sources]
+
+  def _owned_states(self) -> list:
+    """Each group's state, every buffer one the facade owns: a buffer something
+    else refers to (an ``opt_state`` read and kept) is copied first."""
+    states = []
+    for state, refs in zip(self._states, self._state_refs):
+      leaves, treedef = jax.tree.flatten(state)
+      counts = _refcounts(leaves)
+      if refs is None or counts != refs:
+        leaves = [x if refs is not None and c == r else jnp.array(x, copy=True)
+                  for x, c, r in zip(leaves, counts, refs or [None] * len(leaves))]
+      states.append(treedef.unflatten(leaves))
+    return states
+
+  def _store(self, params: list, states: list) -> None:
+    for source, tree in zip(self._sources, params):
+      source.set_leaves(source.treedef.flatten_up_to(tree))
+    self._states = list(states)
+
+  def _seal(self) -> None:
+    """Records the references the new buffers have, with only the facade's left."""
+    for source in self._sources:
+      source.seal()
+    self._state_refs = [_refcounts(jax.tree.leaves(state)) for state in self._states]
 
   def _compiled_step(self) -> Callable:
     key = tuple(self._signatures)
     if key not in self._compiled:
-      # The structure as it is now: a structural edit changes the key.
-      groups = [dict(group) for group in self.param_groups]
+      groups = [dict(group) for group in self.param_groups]  # the structure as it is now
 
       def update(params, states, grads, hyperparams):
         new_params, new_states = [], []
@@ -363,33 +454,45 @@ class Optimizer:
     return self._compiled[key]
 
   def _split_by_group(self, grads) -> list:
-    if len(self._sources) == 1:
-      return [self._sources[0].grads_tree(grads)]
-    if isinstance(grads, dict) and all(s.names for s in self._sources):
-      return [s.grads_tree({n: grads.get(n) for n in s.names}) for s in self._sources]
-    if not isinstance(grads, (list, tuple)) or len(grads) != len(self._sources):
-      raise ValueError(f'with {len(self._sources)} param groups, grads must be a list '
-                       'with one entry per group (or a dict by param name)')
-    return [s.grads_tree(g) for s, g in zip(self._sources, grads)]
+    """The user's gradients as one tree per group (checked, see ParamSource.grads_tree)."""
+    sources = self._sources
+    if len(sources) == 1:
+      return [sources[0].grads_tree(grads)]
+    if _is_model_state(grads):
+      unplaceable = [g for g, s in enumerate(sources) if s.module is None and not s._is_pairs()]
+      if unplaceable:
+        raise ValueError(
+            f'a model\'s gradients cannot be matched to group {unplaceable[0]}, whose '
+            f'params are neither a module nor named: give them names '
+            f'(optim.named_parameters(model)), or pass one gradient tree per group')
+      return [s.grads_tree(grads) for s in sources]
+    if isinstance(grads, dict) and all(s.names is not None for s in sources) \
+        and not _is_model_state(grads) and all(is_gradient_leaf(g) or hasattr(g, 'shape')
+                                               for g in grads.values()):
+      known = {name for s in sources for name in s.names}
+      unknown = sorted(set(grads) - known)
+      if unknown:
+        raise KeyError(f'gradients for unknown params {unknown}; the params are '
+                       f'{[s.names[i] for s in sources for i in s.order]}')
+      return [s.grads_tree(_named_grads(s, grads)) for s in sources]
+    if not isinstance(grads, (list, tuple)) or len(grads) != len(sources):
+      raise ValueError(f'with {len(sources)} param groups, grads must be a list with one '
+                       'entry per group (or a dict by param name, or an nnx model\'s '
+                       'gradients when the groups are its modules)')
+    return [s.grads_tree(g) for s, g in zip(sources, grads)]
 
-  def _evaluate(self, closure):
-    """Loss and gradients from a closure, torch's ``step(closure)`` adapted to JAX."""
-    if len(self._sources) == 1 and self._sources[0].module is not None:
-      from flax import nnx
-      module = self._sources[0].module
-      try:
-        return nnx.value_and_grad(closure)(module)
-      except TypeError as error:
-        if 'scalar' not in str(error):
-          raise
-      return closure(module)
-    params = self.params
-    try:
-      return jax.value_and_grad(closure)(params)
-    except TypeError as error:
-      if 'scalar' not in str(error):
-        raise
-    return closure(params)
+  def _compilations(self) -> int:
+    """How many programs the steps compiled so far (tests count them)."""
+    return sum(fn._cache_size() for fn in
+               [*self._compiled.values(), *self._closures.values()])
+
+  def _closure_step(self, closure):
+    return _closure_step.run(self, closure)
+
+  def _closure_update(self, transforms, params, states, rest, objective, returns_grads):
+    """Inside the compiled closure step: the loss, and every group's update."""
+    return _closure_step.update_all(self, transforms, params, states, rest, objective,
+                                    returns_grads)
 
   # --------------------------------------------------------------------------
   # Gradients kept between calls (torch's .grad, for accumulation)
@@ -397,6 +500,9 @@ class Optimizer:
   def accumulate_grad(self, grads) -> None:
     """Adds ``grads`` to the gradients that a later ``step()`` uses (torch's
     ``backward`` accumulating into ``.grad``); ``None`` entries add nothing.
+
+    Checked as ``step`` checks: a gradient of another shape is an error, not a
+    broadcast.
 
     Example:
       >>> import jax.numpy as jnp
@@ -408,14 +514,17 @@ class Optimizer:
       >>> opt.params['w']
       Array([-3., -3.], dtype=float32)
     """
+    new = self._split_by_group(grads)
     if self._grads is None:
-      self._grads = grads
+      self._grads = new
       return
-    def add(old, new):
+
+    def add(old, fresh):
       if old is None:
-        return new
-      return old if new is None else old + new
-    self._grads = jax.tree.map(add, self._grads, grads, is_leaf=lambda x: x is None)
+        return fresh
+      return old if fresh is None else old + fresh
+    self._grads = [jax.tree.map(add, old, fresh, is_leaf=lambda x: x is None)
+                   for old, fresh in zip(self._grads, new)]
 
   def zero_grad(self, set_to_none: bool = True) -> None:
     """Clears the accumulated gradients (to None, or to zeros with ``set_to_none=False``).
@@ -432,7 +541,34 @@ class Optimizer:
     """
     if self._grads is None:
       return
-    self._grads = None if set_to_none else jax.tree.map(jnp.zeros_like, self._grads)
+    self._grads = None if set_to_none else [
+        jax.tree.map(lambda g: None if g is None else jnp.zeros_like(g), grads,
+                     is_leaf=lambda x: x is None) for grads in self._grads]
+
+  @property
+  def grads(self):
+    """The accumulated gradients (torch's ``.grad``), in the structure of :attr:`params`;
+    assign clipped ones back before ``step()``. None before any :meth:`accumulate_grad`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import functional_optim as fo
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
+      >>> opt.accumulate_grad({'w': jnp.array([3.0, 4.0])})
+      >>> opt.grads, norm = fo.clipped_by_norm(opt.grads, 1.0)  # torch's clip_grad_norm_
+      >>> opt.step()
+      >>> float(norm), opt.params['w'].round(4)
+      (5.0, Array([-0.6, -0.8], dtype=float32))
+    """
+    if self._grads is None:
+      return None
+    trees = [source.user_grads(tree) for source, tree in zip(self._sources, self._grads)]
+    return trees[0] if len(trees) == 1 else trees
+
+  @grads.setter
+  def grads(self, grads) -> None:
+    self._grads = None if grads is None else self._split_by_group(grads)
 
   # --------------------------------------------------------------------------
   # Views and the functional escape hatch
@@ -442,6 +578,8 @@ class Optimizer:
     """The current params in the structure given (a list per group if several).
 
     Assigning new values (same structure) replaces the params; the state stays.
+    The facade keeps what it is given and copies it before a step needs to reuse
+    its buffer, so the caller's arrays stay valid.
 
     Example:
       >>> import jax.numpy as jnp
@@ -455,6 +593,18 @@ class Optimizer:
     if len(self._sources) == 1:
       return self._sources[0].user_params()
     return [source.user_params() for source in self._sources]
+
+  @params.setter
+  def params(self, params) -> None:
+    trees = [params] if len(self._sources) == 1 else list(params)
+    if len(trees) != len(self._sources):
+      raise ValueError(f'expected params for {len(self._sources)} groups, got {len(trees)}')
+    new = [source.grads_tree(tree) for source, tree in zip(self._sources, trees)]
+    for source, tree in zip(self._sources, new):
+      if any(leaf is None for leaf in jax.tree.leaves(tree, is_leaf=lambda x: x is None)):
+        raise ValueError('params cannot be None')
+      source.set_leaves(source.treedef.flatten_up_to(tree))
+      source.disown()  # the caller's arrays: copied before a step reuses them
 
   @property
   def transformation(self) -> GradientTransformationExtraArgs:
@@ -492,6 +642,9 @@ class Optimizer:
   def opt_state(self):
     """The functional state (a tuple over groups if several); assignable.
 
+    What it returns stays valid: a buffer the caller keeps is copied before a step
+    reuses it. An assigned state must have this optimizer's structure.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from functional_optim import optim
@@ -500,26 +653,31 @@ class Optimizer:
       >>> type(opt.opt_state).__name__, opt.opt_state.momentum_buffer['w']
       ('SGDState', Array([ 1., -1.], dtype=float32))
     """
-    return self._states[0] if len(self._states) == 1 else tuple(self._states)
+    states = [jax.tree.map(lambda x: x, state) for state in self._states]  # own containers
+    return states[0] if len(states) == 1 else tuple(states)
 
   @opt_state.setter
   def opt_state(self, state) -> None:
     states = [state] if len(self._states) == 1 else list(state)
     if len(states) != len(self._states):
       raise ValueError(f'expected {len(self._states)} group states, got {len(states)}')
-    self._states = states
-
-  @params.setter
-  def params(self, params) -> None:
-    trees = [params] if len(self._sources) == 1 else list(params)
-    for group, source, tree in zip(self.param_groups, self._sources, trees):
-      source.set_tree(source.grads_tree(tree))
-      group['params'] = source.leaves()
+    for g, (new, old) in enumerate(zip(states, self._states)):
+      if jax.tree.structure(new) != jax.tree.structure(old):
+        raise ValueError(f'the state of group {g} has another structure than this '
+                         f'optimizer\'s:\n  given: {jax.tree.structure(new)}\n  '
+                         f'ours:  {jax.tree.structure(old)}')
+      for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)):
+        if np.shape(a) != np.shape(b) or jnp.result_type(a) != jnp.result_type(b):
+          raise ValueError(f'the state of group {g} has a leaf of shape {np.shape(a)} '
+                           f'and dtype {jnp.result_type(a)} where this optimizer keeps '
+                           f'{np.shape(b)} {jnp.result_type(b)}')
+    self._states = [jax.tree.map(lambda x: x, s) for s in states]
+    self._state_refs = [None] * len(states)  # the caller's buffers: copied at the next step
 
   @property
-  def state(self) -> '_StateView':
+  def state(self) -> _state_dict.StateView:
     """Per-param state with torch's keys: ``opt.state[key]['exp_avg']``, where key is
-    the param's integer id, its name, or its nnx Variable.
+    the param's integer id (torch's order), its name, or its nnx Variable.
 
     Entries are numpy copies; a param with no state yet (no step) is not ``in`` it
     and reads as ``{}``.
@@ -532,66 +690,37 @@ class Optimizer:
       >>> opt.state['w'], 1 in opt.state  # 'b' got no gradient
       ({'momentum_buffer': array([ 1., -1.], dtype=float32)}, False)
     """
-    return _StateView(self)
+    return _state_dict.StateView(self)
 
   # --------------------------------------------------------------------------
-  # torch's per-param state format
-
-  def _torch_state_keys(self, group, state) -> list[str]:
-    """Which state fields torch keeps for the params of ``group``, in its key names."""
-    return [f for f in state._fields if f not in _FUNCTIONAL_ONLY_FIELDS
-            and getattr(state, f) is not None
-            and (self._torch_has_step or f != 'step')]
-
-  def _param_states(self, g: int) -> list[dict[str, Any] | None]:
-    """torch's per-param state dicts of group ``g`` (None where torch has none yet)."""
-    source, state = self._sources[g], unpack_state(self._states[g])
-    keys = self._torch_state_keys(self.param_groups[g], state)
-    columns = {k: source.treedef.flatten_up_to(getattr(state, k)) for k in keys}
-    steps = source.treedef.flatten_up_to(state.step)
-    out = []
-    for i, step in enumerate(steps):
-      if not keys or (float(step) == 0 and not self._state_from_construction):
-        out.append(None)
-      else:
-        # A field a param does not keep (Adafactor's factored vs full) is None.
-        entry = {k: np.array(columns[k][i]) for k in keys if columns[k][i] is not None}
-        if self._torch_int_step and 'step' in entry:
-          entry['step'] = int(entry['step'])
-        out.append(entry)
-    return out
+  # torch's format
 
   def state_dict(self) -> dict[str, Any]:
     """torch's format: ``{'state': {id: {key: array}}, 'param_groups': [...]}``.
 
-    Ids count params in group order from 0. Arrays are numpy copies (the live
-    state is donated at the next step); ``interop.torch.state_dict_to_torch``
-    turns them into tensors for ``torch_opt.load_state_dict``.
+    Ids count params in torch's order (group by group, each in the order its
+    params were given: dict insertion order, an nnx Module's definition order);
+    named params are saved as ``param_names``, as torch saves them. With torch
+    installed the arrays are torch tensors, so ``torch.save(opt.state_dict())``
+    loads with a plain ``torch.load`` (``weights_only``) and into ``torch.optim``;
+    without torch they are numpy arrays. Copies either way.
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import numpy as np
       >>> from functional_optim import optim
       >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=0.1, momentum=0.9)
       >>> opt.step({'w': jnp.array([1.0, -1.0])})
       >>> saved = opt.state_dict()
-      >>> saved['state']
-      {0: {'momentum_buffer': array([ 1., -1.], dtype=float32)}}
-      >>> saved['param_groups'][0]['params'], saved['param_groups'][0]['lr']
-      ([0], 0.1)
+      >>> np.asarray(saved['state'][0]['momentum_buffer'])
+      array([ 1., -1.], dtype=float32)
+      >>> group = saved['param_groups'][0]
+      >>> group['params'], group['param_names'], group['lr']
+      ([0], ['w'], 0.1)
     """
     for hook in self._state_dict_pre_hooks.values():
       hook(self)
-    state, groups, next_id = {}, [], 0
-    for g, group in enumerate(self.param_groups):
-      packed = {k: copy.deepcopy(v) for k, v in group.items() if k != 'params'}
-      ids = list(range(next_id, next_id + len(group['params'])))
-      packed['params'] = ids
-      groups.append(packed)
-      for param_id, entry in zip(ids, self._param_states(g)):
-        if entry is not None:
-          state[param_id] = entry
-      next_id += len(ids)
-    result = {'state': state, 'param_groups': groups}
+    result = _state_dict.state_dict(self)
     for hook in self._state_dict_post_hooks.values():
       out = hook(self, result)
       if out is not None:
@@ -601,13 +730,16 @@ class Optimizer:
   def load_state_dict(self, state_dict: dict[str, Any]) -> None:
     """Loads a state dict saved by :meth:`state_dict` or by torch (tensors accepted).
 
-    Checked as torch checks (group count and sizes), plus every state entry's
-    keys and shapes; a dict that fails leaves the optimizer as it was. The
-    groups' hyperparameters are the saved ones.
+    Params are matched by name when both the dict and the optimizer name them,
+    and by position when either does not (as torch always does). Checked as torch
+    checks (group count and sizes), plus names, every state entry's keys, dtypes
+    and shapes, and the hyperparameters (torch's errors); a dict that fails leaves
+    the optimizer as it was. The groups' hyperparameters are the saved ones;
+    options an older torch did not save take torch's defaults.
 
     Raises:
-      ValueError: a different number of groups, a group of another size, or a
-        state entry of the wrong shape.
+      ValueError: a different number of groups, a group of another size, other
+        param names, or a state entry of the wrong shape.
       TypeError: a state entry that is not a number, or complex for a real param.
       KeyError: a saved group or state entry that lacks a key.
 
@@ -626,190 +758,9 @@ class Optimizer:
       out = hook(self, state_dict)
       if out is not None:
         state_dict = out
-    saved_groups = copy.deepcopy(state_dict['param_groups'])
-    if len(saved_groups) != len(self.param_groups):
-      raise ValueError('loaded state dict has a different number of parameter groups')
-    if any(len(s['params']) != len(g['params'])
-           for s, g in zip(saved_groups, self.param_groups)):
-      raise ValueError("loaded state dict contains a parameter group that doesn't "
-                       "match the size of optimizer's group")
-
-    new_groups, transforms, signatures, states = [], [], [], []
-    for g, (saved, live) in enumerate(zip(saved_groups, self.param_groups)):
-      group = {k: v for k, v in saved.items() if k != 'params'}
-      group['params'] = live['params']
-      if 'param_names' in live and 'param_names' not in saved:
-        group['param_names'] = live['param_names']
-      missing = [k for k in self.defaults if k not in group]
-      if missing:
-        raise KeyError(f'loaded param group {g} lacks {missing}')
-      transform = self._build(group)
-      fresh = init_sharded(transform, self._sources[g].tree)
-      entries = [state_dict['state'].get(i, state_dict['state'].get(str(i)))
-                 for i in saved['params']]
-      states.append(self._fill_state(g, group, fresh, entries, saved['params']))
-      new_groups.append(group)
-      transforms.append(transform)
-      signatures.append(self._signature(group))
-
-    self.param_groups, self._transforms = new_groups, transforms
-    self._signatures, self._states = signatures, states
+    _state_dict.load_state_dict(self, state_dict)
     for hook in self._load_state_dict_post_hooks.values():
       hook(self)
-
-  def _fill_state(self, g, group, fresh, entries, ids):
-    """``fresh`` with the torch-format ``entries`` of group ``g`` written in."""
-    treedef, packed_fresh, fresh = self._sources[g].treedef, fresh, unpack_state(fresh)
-    keys = self._torch_state_keys(group, fresh)
-    columns = {f: treedef.flatten_up_to(getattr(fresh, f))
-               for f in fresh._fields if f not in _FUNCTIONAL_ONLY_FIELDS
-               and getattr(fresh, f) is not None}
-    for i, (entry, param_id) in enumerate(zip(entries, ids)):
-      if entry is None:
-        continue
-      for key in keys:
-        if columns[key][i] is None:  # not kept for this param
-          continue
-        if key not in entry:
-          raise KeyError(f'state of param {param_id} has no {key!r} '
-                         f'(it has {sorted(entry)})')
-        like = columns[key][i]
-        value = _to_numpy(entry[key])
-        if not _casts_to(value.dtype, like.dtype):
-          raise TypeError(f'state {key!r} of param {param_id} has dtype {value.dtype}, '
-                          f'but the optimizer keeps {like.dtype}')
-        if value.shape != np.shape(like):
-          raise ValueError(f'state {key!r} of param {param_id} has shape {value.shape}, '
-                           f'but the optimizer expects {np.shape(like)}')
-        columns[key][i] = jnp.asarray(value, dtype=like.dtype)
-      if not self._torch_has_step:
-        columns['step'][i] = jnp.ones_like(columns['step'][i])
-    steps = [float(s) for s in columns['step']]
-    filled = fresh._replace(
-        count=jnp.asarray(max(steps, default=0), jnp.int32),
-        **{f: treedef.unflatten(leaves) for f, leaves in columns.items()})
-    return pack_state(filled, packed_fresh)  # back to foreach/fused's packed layout
-
-  # --------------------------------------------------------------------------
-  # Hooks (torch's signatures; each returns a RemovableHandle)
-
-  def register_step_pre_hook(self, hook) -> RemovableHandle:
-    """Registers ``hook(opt, args, kwargs) -> None | (new_args, new_kwargs)``, run before
-    each step; a returned pair replaces the step's arguments.
-
-    Returns:
-      A handle: ``handle.remove()`` unregisters the hook.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from functional_optim import optim
-      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
-      >>> def halve(opt, args, kwargs):
-      ...   (grads,) = args
-      ...   return ({'w': grads['w'] / 2},), kwargs
-      >>> handle = opt.register_step_pre_hook(halve)
-      >>> opt.step({'w': jnp.ones(2)})
-      >>> handle.remove()
-      >>> opt.step({'w': jnp.ones(2)})
-      >>> opt.params['w']
-      Array([-1.5, -1.5], dtype=float32)
-    """
-    return _hooks.register(self._step_pre_hooks, hook)
-
-  def register_step_post_hook(self, hook) -> RemovableHandle:
-    """Registers ``hook(opt, args, kwargs)``, run after each step.
-
-    Returns:
-      A handle: ``handle.remove()`` unregisters the hook.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from functional_optim import optim
-      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
-      >>> seen = []
-      >>> handle = opt.register_step_post_hook(
-      ...     lambda opt, args, kwargs: seen.append(float(opt.params['w'][0])))
-      >>> for _ in range(2):
-      ...   opt.step({'w': jnp.ones(2)})
-      >>> seen
-      [-1.0, -2.0]
-    """
-    return _hooks.register(self._step_post_hooks, hook)
-
-  def register_state_dict_pre_hook(self, hook, prepend: bool = False) -> RemovableHandle:
-    """Registers ``hook(opt)``, run before :meth:`state_dict` builds the dict (first
-    among the others when ``prepend``).
-
-    Returns:
-      A handle: ``handle.remove()`` unregisters the hook.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from functional_optim import optim
-      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
-      >>> handle = opt.register_state_dict_pre_hook(lambda opt: print('saving'))
-      >>> saved = opt.state_dict()
-      saving
-    """
-    return _hooks.register(self._state_dict_pre_hooks, hook, prepend)
-
-  def register_state_dict_post_hook(self, hook, prepend: bool = False) -> RemovableHandle:
-    """Registers ``hook(opt, state_dict) -> state_dict | None``, run on the dict
-    :meth:`state_dict` built; a returned dict replaces it.
-
-    Returns:
-      A handle: ``handle.remove()`` unregisters the hook.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from functional_optim import optim
-      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
-      >>> def add_epoch(opt, state_dict):
-      ...   return {**state_dict, 'epoch': 3}
-      >>> handle = opt.register_state_dict_post_hook(add_epoch)
-      >>> opt.state_dict()['epoch']
-      3
-    """
-    return _hooks.register(self._state_dict_post_hooks, hook, prepend)
-
-  def register_load_state_dict_pre_hook(self, hook, prepend: bool = False) -> RemovableHandle:
-    """Registers ``hook(opt, state_dict) -> state_dict | None``, run before
-    :meth:`load_state_dict` loads; a returned dict is loaded instead.
-
-    Returns:
-      A handle: ``handle.remove()`` unregisters the hook.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from functional_optim import optim
-      >>> def keep_current_lr(opt, state_dict):
-      ...   lr = opt.param_groups[0]['lr']
-      ...   groups = [{**group, 'lr': lr} for group in state_dict['param_groups']]
-      ...   return {**state_dict, 'param_groups': groups}
-      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
-      >>> handle = opt.register_load_state_dict_pre_hook(keep_current_lr)
-      >>> opt.load_state_dict(optim.SGD({'w': jnp.zeros(2)}, lr=0.1).state_dict())
-      >>> opt.param_groups[0]['lr']
-      1.0
-    """
-    return _hooks.register(self._load_state_dict_pre_hooks, hook, prepend)
-
-  def register_load_state_dict_post_hook(self, hook, prepend: bool = False) -> RemovableHandle:
-    """Registers ``hook(opt)``, run after :meth:`load_state_dict` has loaded.
-
-    Returns:
-      A handle: ``handle.remove()`` unregisters the hook.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from functional_optim import optim
-      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
-      >>> handle = opt.register_load_state_dict_post_hook(
-      ...     lambda opt: print('lr', opt.param_groups[0]['lr']))
-      >>> opt.load_state_dict(opt.state_dict())
-      lr 1.0
-    """
-    return _hooks.register(self._load_state_dict_post_hooks, hook, prepend)
 
   def __repr__(self) -> str:
     lines = [f'{type(self).__name__} (']
@@ -819,48 +770,24 @@ class Optimizer:
     return '\n'.join(lines + [')'])
 
 
-class _StateView:
-  """``opt.state``: per-param torch-format state, looked up by id, name or nnx Variable."""
+def _is_model_state(x) -> bool:
+  nnx = sys.modules.get('flax.nnx')
+  return nnx is not None and isinstance(x, nnx.State)
 
-  def __init__(self, opt: Optimizer):
-    self._opt = opt
-    self._index = {}
-    next_id = 0
-    for g, (group, source) in enumerate(zip(opt.param_groups, opt._sources)):
-      for i in range(len(group['params'])):
-        keys = [next_id]
-        if source.names is not None:
-          keys.append(source.names[i])
-        if source.variables is not None and source.variables[i] is not None:
-          keys.append(id(source.variables[i]))
-        for key in keys:
-          self._index[key] = (g, i)
-        next_id += 1
-    self._size = next_id
 
-  def _resolve(self, key):
-    if isinstance(key, (int, str)) and key in self._index:
-      return self._index[key]
-    if id(key) in self._index and not isinstance(key, (int, str)):
-      return self._index[id(key)]
-    raise KeyError(key)
+def _named_grads(source: ParamSource, grads: dict) -> Any:
+  """The entries of a dict by name that belong to ``source``'s params."""
+  if source.treedef == jax.tree.structure(list(range(len(source.names or [])))):
+    return {name: grads.get(name) for name in source.names}
+  return source.treedef.unflatten([grads.get(name) for name in source.names])
 
-  def __getitem__(self, key) -> dict[str, np.ndarray]:
-    g, i = self._resolve(key)
-    return self._opt._param_states(g)[i] or {}
 
-  def __contains__(self, key) -> bool:
-    try:
-      g, i = self._resolve(key)
-    except KeyError:
-      return False
-    return self._opt._param_states(g)[i] is not None
-
-  def __iter__(self):
-    return (i for i in range(self._size) if i in self)
-
-  def __len__(self) -> int:
-    return sum(1 for _ in self)
-
-  def items(self):
-    return ((i, self[i]) for i in self)
+def _class_defaults(cls) -> dict[str, Any]:
+  """The defaults of an optimizer class's constructor (torch fills these in when a
+  loaded group lacks them)."""
+  try:
+    parameters = inspect.signature(cls.__init__).parameters.values()
+  except (TypeError, ValueError):
+    return {}
+  return {p.name: p.default for p in parameters
+          if p.name not in ('self', 'params') and p.default is not inspect.Parameter.empty}

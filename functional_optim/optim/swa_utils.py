@@ -19,7 +19,7 @@ from functional_optim.averaging.functions import (
     AvgFn, MultiAvgFn, get_ema_avg_fn, get_ema_multi_avg_fn, get_swa_avg_fn,
     get_swa_multi_avg_fn)
 from functional_optim.averaging.schedule import check_swalr_arguments
-from functional_optim.optim._params import _is_nnx_module
+from functional_optim.optim._params import is_nnx_module
 from functional_optim.optim.lr_scheduler._base import PYTHON, LRScheduler, per_group
 from functional_optim.schedules import _formulas as F
 
@@ -64,7 +64,7 @@ class AveragedModel:
     self._averager = averager(avg_fn, multi_avg_fn)
     self._update = jax.jit(self._averager.update)
     self.use_buffers = use_buffers
-    self._is_module = _is_nnx_module(model)
+    self._is_module = is_nnx_module(model)
     if self._is_module:
       from flax import nnx
       self.module = nnx.clone(model)

@@ -13,6 +13,7 @@ from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least, check_between
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import (
     WEIGHT_DECAY_GATE, decayed_gradient, square_average, weight_decay_scalars)
 
@@ -60,6 +61,7 @@ def _adadelta_math(grad, param, buffers, s, *, maximize, weight_decay):
   return -s['lr'] * delta, {'square_avg': square_avg, 'acc_delta': acc_delta}
 
 
+@mirrors('Adadelta')
 def adadelta(
     lr: ScalarOrSchedule = 1.0,
     rho: ScalarOrSchedule = 0.9,

@@ -15,6 +15,7 @@ from functional_optim.core.numerics import as_python_float, in_dtype_of, lerp, p
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least, check_at_most, check_pair
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import (
     WEIGHT_DECAY_GATE, ascent_or_descent, decay_factor, decoupled_weight_decay)
 
@@ -142,6 +143,7 @@ def _reject_complex(params) -> None:
     raise RuntimeError('Adafactor does not support complex parameters')
 
 
+@mirrors('Adafactor')
 def adafactor(
     lr: ScalarOrSchedule = 1e-2,
     beta2_decay: ScalarOrSchedule = -0.8,

@@ -15,6 +15,7 @@ from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import (
     WEIGHT_DECAY_GATE, decayed_gradient, weight_decay_scalars)
 
@@ -68,6 +69,7 @@ def _adagrad_math(grad, param, buffers, s, *, maximize, weight_decay):
   return (-s['clr'] * g) / std, {'sum': state_sum}
 
 
+@mirrors('Adagrad')
 def adagrad(
     lr: ScalarOrSchedule = 1e-2,
     lr_decay: ScalarOrSchedule = 0.0,

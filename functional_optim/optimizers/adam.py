@@ -13,6 +13,7 @@ from functional_optim.core.numerics import as_python_float, in_dtype_of
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import (
     WEIGHT_DECAY_GATE, check_adam_family_arguments, decayed_gradient, moment_scalars,
     update_moments, weight_decay_scalars, with_decoupled_decay)
@@ -70,6 +71,7 @@ def _adam_math(grad, param, buffers, s, *, maximize, amsgrad, weight_decay, deco
   return with_decoupled_decay(update, param, s, **decay), new_buffers
 
 
+@mirrors('Adam')
 def adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),

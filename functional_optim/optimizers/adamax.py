@@ -13,6 +13,7 @@ from functional_optim.core.numerics import as_python_float, in_dtype_of, lerp
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import (
     WEIGHT_DECAY_GATE, check_adam_family_arguments, decayed_gradient,
     weight_decay_scalars)
@@ -62,6 +63,7 @@ def _adamax_math(grad, param, buffers, s, *, maximize, weight_decay):
   return update, {'exp_avg': exp_avg, 'exp_inf': exp_inf}
 
 
+@mirrors('Adamax')
 def adamax(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),

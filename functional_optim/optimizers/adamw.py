@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.transform import GradientTransformationExtraArgs
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers.adam import adam
 
 
+@mirrors('AdamW')
 def adamw(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),

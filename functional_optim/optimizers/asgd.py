@@ -14,6 +14,7 @@ from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least, concrete_value
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import (
     WEIGHT_DECAY_GATE, decayed_gradient, decoupled_weight_decay, weight_decay_scalars)
 
@@ -77,6 +78,7 @@ def _asgd_math(grad, param, buffers, s, *, maximize, weight_decay):
   return update, {'ax': ax}
 
 
+@mirrors('ASGD')
 def asgd(
     lr: ScalarOrSchedule = 1e-2,
     lambd: ScalarOrSchedule = 1e-4,

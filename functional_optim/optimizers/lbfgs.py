@@ -26,6 +26,7 @@ from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.tree import check_float_params, check_gradient_tree, is_none
 from functional_optim.core.validation import check_at_least, concrete_value
 from functional_optim.kernels.elementwise import check_state_type, compute_dtype
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._line_search import py_min, strong_wolfe
 
 PyTree = Any
@@ -327,6 +328,7 @@ def _as_count(value, name: str) -> int:
   return int(value)
 
 
+@mirrors('LBFGS')
 def lbfgs(
     lr: ScalarOrSchedule = 1,
     max_iter: int = 20,

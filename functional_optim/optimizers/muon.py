@@ -15,6 +15,7 @@ from functional_optim.core.numerics import lerp
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import (
     WEIGHT_DECAY_GATE, decay_factor, decoupled_weight_decay)
 
@@ -181,6 +182,7 @@ def _check_newton_schulz(ns_coefficients, ns_steps) -> tuple[Any, Any, Any]:
   return tuple(ns_coefficients)
 
 
+@mirrors('Muon')
 def muon(
     lr: ScalarOrSchedule = 1e-3,
     weight_decay: ScalarOrSchedule = 0.1,

@@ -14,6 +14,7 @@ from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import (
     WEIGHT_DECAY_GATE, check_adam_family_arguments, decayed_gradient, moment_scalars,
     update_moments, weight_decay_scalars, with_decoupled_decay)
@@ -78,6 +79,7 @@ def _nadam_math(grad, param, buffers, s, *, maximize, weight_decay, decoupled):
   return update, {'exp_avg': exp_avg, 'exp_avg_sq': exp_avg_sq}
 
 
+@mirrors('NAdam')
 def nadam(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),

@@ -14,6 +14,7 @@ from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import (
     WEIGHT_DECAY_GATE, decayed_gradient, square_average, weight_decay_scalars)
 
@@ -78,6 +79,7 @@ def _rmsprop_math(grad, param, buffers, s, *, maximize, weight_decay, momentum, 
   return update, new_buffers
 
 
+@mirrors('RMSprop')
 def rmsprop(
     lr: ScalarOrSchedule = 1e-2,
     alpha: ScalarOrSchedule = 0.99,

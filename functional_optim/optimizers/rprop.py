@@ -14,6 +14,7 @@ from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least, check_pair, concrete_value
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import ascent_or_descent
 
 
@@ -77,6 +78,7 @@ def _rprop_math(grad, param, buffers, s, *, maximize):
   return -sign(g) * step_size, {'prev': g, 'step_size': step_size}
 
 
+@mirrors('Rprop')
 def rprop(
     lr: ScalarOrSchedule = 1e-2,
     etas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.5, 1.2),

@@ -13,6 +13,7 @@ from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least, concrete_value
 from functional_optim.kernels.dispatch import choose_implementation
 from functional_optim.kernels.elementwise import elementwise_transformation
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import (
     WEIGHT_DECAY_GATE, decayed_gradient, weight_decay_scalars)
 
@@ -63,6 +64,7 @@ def _sgd_math(grad, param, buffers, s, *, maximize, weight_decay, momentum, nest
   return -s['lr'] * d, buffers
 
 
+@mirrors('SGD')
 def sgd(
     lr: ScalarOrSchedule = 1e-3,
     momentum: ScalarOrSchedule = 0.0,

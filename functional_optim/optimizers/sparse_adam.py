@@ -16,6 +16,7 @@ from functional_optim.core.tree import check_gradient_tree, check_state_tree
 from functional_optim.core.validation import check_beta, check_greater_than, check_pair
 from functional_optim.kernels.elementwise import (
     check_state_type, elementwise_transformation)
+from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import ascent_or_descent
 
 
@@ -111,6 +112,7 @@ def _check_params(params) -> None:
                      f'support complex parameters')
 
 
+@mirrors('SparseAdam')
 def sparse_adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),

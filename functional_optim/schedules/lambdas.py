@@ -11,6 +11,13 @@ from functional_optim.schedules._checks import check_lr_lambda
 from functional_optim.schedules._schedule import TorchSchedule
 
 
+def _name_of(fn) -> str:
+  """How an error message names a user's function: its name, where it was defined."""
+  name = getattr(fn, '__qualname__', getattr(fn, '__name__', type(fn).__name__))
+  code = getattr(fn, '__code__', None)
+  return f'{name} at {code.co_filename}:{code.co_firstlineno}' if code else name
+
+
 def lambda_lr(lr: float, lr_lambda: Callable[[jax.Array], jax.Array]) -> TorchSchedule:
   r"""``torch.optim.lr_scheduler.LambdaLR``: ``lr * lr_lambda(epoch)``.
 
@@ -26,7 +33,8 @@ def lambda_lr(lr: float, lr_lambda: Callable[[jax.Array], jax.Array]) -> TorchSc
     0.81
   """
   check_lr_lambda(lr_lambda)
-  return TorchSchedule(lambda e: lr * lr_lambda(e), lr, name='lambda_lr')
+  return TorchSchedule(lambda e: lr * lr_lambda(e), lr,
+                       name=f'lambda_lr[lr_lambda={_name_of(lr_lambda)}]')
 
 
 def multiplicative_lr(lr: float, lr_lambda: Callable[[jax.Array], jax.Array]) -> TorchSchedule:
@@ -59,4 +67,4 @@ def multiplicative_lr(lr: float, lr_lambda: Callable[[jax.Array], jax.Array]) ->
   return TorchSchedule(lambda e: running_product(lr, 1, e), lr,
                        factor=lambda e: running_product(1.0, 1, e),
                        resume=lambda current, e: running_product(current, 0, e),
-                       name='multiplicative_lr')
+                       name=f'multiplicative_lr[lr_lambda={_name_of(lr_lambda)}]')

@@ -321,7 +321,7 @@ def test_lbfgs_closure_steps(line_search_fn, x64):
       lambda w: nll(w, torch, torch.tensor(x), torch.tensor(y)), w0, 3, lr=0.8,
       history_size=5, line_search_fn=line_search_fn)
   assert (int(opt.opt_state.func_evals), int(opt.opt_state.n_iter)) in allowed
-  assert len(opt._compiled) == 1
+  assert opt._compilations() == 1
 
 
 def test_lbfgs_state_dict_handoff_both_ways(x64):

@@ -149,7 +149,7 @@ def assert_identical(a, b, where: str = '') -> None:
     assert type(a) is type(b) and len(a) == len(b), f'{where}: {a!r} != {b!r}'
     for i, (x, y) in enumerate(zip(a, b)):
       assert_identical(x, y, f'{where}[{i}]')
-  elif isinstance(a, (np.ndarray, np.generic, jax.Array)):
+  elif isinstance(a, (np.ndarray, np.generic, jax.Array)) or hasattr(a, 'numpy'):  # or a tensor
     x, y = np.asarray(a), np.asarray(b)
     assert x.dtype == y.dtype and x.shape == y.shape, (
         f'{where}: {x.dtype}{x.shape} != {y.dtype}{y.shape}')
@@ -352,7 +352,8 @@ def test_facade_add_param_group_checks_the_group(torch):
   opt, twin = twins('adam')
   before = snapshot(opt)
   with pytest.raises(ValueError, match='Invalid learning rate: -1.0'):
-    opt.add_param_group({'params': [jnp.zeros(3)], 'lr': -1.0})
+    # Named: the optimizer's params are (a dict's), and torch keeps groups alike.
+    opt.add_param_group({'params': [('extra', jnp.zeros(3))], 'lr': -1.0})
   assert len(opt.param_groups) == 1
   assert_unchanged_and_working(opt, twin, before, 'adam')
 
@@ -580,8 +581,8 @@ def test_facade_step_with_bad_grads(name, kind):
     lambda g: [g, [jnp.ones(2)], None],  # a list one long
 ], ids=['one_tree', 'short_list', 'long_list'])
 def test_facade_step_with_grads_for_another_group_count(grads):
-  opt, twin = (optim.Adam([{'params': params_for('adam')}, {'params': [jnp.ones(2)]}])
-               for _ in range(2))
+  opt, twin = (optim.Adam([{'params': params_for('adam')},
+                           {'params': [('extra', jnp.ones(2))]}]) for _ in range(2))
   before = snapshot(opt)
   with pytest.raises(ValueError, match='with 2 param groups, grads must be a list'):
     opt.step(grads(grads_for('adam', 1)))
@@ -699,7 +700,7 @@ def test_facade_add_param_group_refuses_non_float_params(dtype):
   opt, twin = twins('adam')
   before = snapshot(opt)
   with pytest.raises(TypeError, match=r"param at \[1\] has dtype"):
-    opt.add_param_group({'params': [jnp.ones(2), jnp.ones(2, dtype)]})
+    opt.add_param_group({'params': [('x', jnp.ones(2)), ('y', jnp.ones(2, dtype))]})
   assert len(opt.param_groups) == 1
   assert_unchanged_and_working(opt, twin, before, 'adam')
 
@@ -839,25 +840,25 @@ LOAD_CASES = {
     'group_without_betas': (lambda sd, A: _group_without(sd, 'betas'),
                             KeyError, r"lacks \['betas'\]", KeyError),
     'entry_without_exp_avg': (lambda sd, A: _entry_without(sd, 0, 'exp_avg'),
-                              KeyError, "state of param 0 has no 'exp_avg'", KeyError),
+                              KeyError, "state of param 0 .*has no 'exp_avg'", KeyError),
     'entry_without_step': (lambda sd, A: _entry_without(sd, 1, 'step'),
-                           KeyError, "state of param 1 has no 'step'", KeyError),
+                           KeyError, "state of param 1 .*has no 'step'", KeyError),
     'entry_without_max_exp_avg_sq': (
         lambda sd, A: _entry_without(sd, 1, 'max_exp_avg_sq'),
-        KeyError, "state of param 1 has no 'max_exp_avg_sq'", KeyError),
+        KeyError, "state of param 1 .*has no 'max_exp_avg_sq'", KeyError),
     # torch loads these and fails at the next step, inside its math:
     'exp_avg_of_another_size': (lambda sd, A: _entry(sd, 0, exp_avg=A.ones((5,))),
-                                ValueError, r"'exp_avg' of param 0 has shape \(5,\)",
+                                ValueError, r"'exp_avg' of param 0 .*has shape \(5,\)",
                                 RuntimeError),
     'exp_avg_transposed': (lambda sd, A: _entry(sd, 1, exp_avg=A.ones((3, 2))),
                            ValueError, r"has shape \(3, 2\), but the optimizer expects "
                                        r"\(2, 3\)", RuntimeError),
     'step_not_a_scalar': (lambda sd, A: _entry(sd, 0, step=A.ones((2,))),
-                          ValueError, r"'step' of param 0 has shape \(2,\)", RuntimeError),
+                          ValueError, r"'step' of param 0 .*has shape \(2,\)", RuntimeError),
     'exp_avg_a_string': (lambda sd, A: _entry(sd, 0, exp_avg='zeros'),
-                         TypeError, "'exp_avg' of param 0 has dtype <U5", AttributeError),
+                         TypeError, "'exp_avg' of param 0 .*has dtype <U5", AttributeError),
     'exp_avg_sq_none': (lambda sd, A: _entry(sd, 1, exp_avg_sq=None),
-                        TypeError, "'exp_avg_sq' of param 1 has dtype object", AttributeError),
+                        TypeError, "'exp_avg_sq' of param 1 .*has dtype object", AttributeError),
     # torch casts it to the real param's dtype, dropping the imaginary part (a warning):
     'exp_avg_complex_for_a_real_param': (
         lambda sd, A: _entry(sd, 0, exp_avg=A.ones((4,), 'complex64')),
@@ -910,9 +911,9 @@ def test_load_state_dict_refuses(case, torch):
 # Other optimizers' own state formats: (name, mutation, error, message).
 OTHER_LOAD_CASES = [
     ('sgd', lambda sd: _entry(sd, 1, momentum_buffer=np.ones((6,), np.float32)),
-     ValueError, r"'momentum_buffer' of param 1 has shape \(6,\)"),
+     ValueError, r"'momentum_buffer' of param 1 .*has shape \(6,\)"),
     ('adafactor', lambda sd: _entry(sd, 1, row_var=np.ones((3,), np.float32)),
-     ValueError, r"'row_var' of param 1 has shape \(3,\)"),
+     ValueError, r"'row_var' of param 1 .*has shape \(3,\)"),
     ('sparse_adam', lambda sd: _entry_without(sd, 0, 'exp_avg_sq'),
      KeyError, "has no 'exp_avg_sq'"),
     ('lbfgs', lambda sd: _entry_without(sd, 0, 'old_dirs'), KeyError, 'old_dirs'),
@@ -920,7 +921,7 @@ OTHER_LOAD_CASES = [
                                 old_stps=[np.zeros(10)] * 101, ro=[1.0] * 101),
      ValueError, 'holds 101 pairs, more than history_size=100'),
     ('rprop', lambda sd: _entry(sd, 0, step_size=np.full((4,), 'a')),
-     TypeError, "'step_size' of param 0 has dtype <U1"),
+     TypeError, "'step_size' of param 0 .*has dtype <U1"),
 ]
 
 
