@@ -51,8 +51,10 @@ def test_array_hyperparameters_are_checked_like_numbers(builder):
 def test_non_numeric_hyperparameter():
   with pytest.raises(TypeError, match='lr must be a number, an array or a schedule'):
     fo.adam(lr='0.1')
-  with pytest.raises(ValueError, match='betas must be a pair'):
+  with pytest.raises(TypeError, match='betas must be a pair'):
     fo.adam(betas=0.9)
+  with pytest.raises(ValueError, match='betas must be a pair'):
+    fo.adam(betas=(0.9, 0.99, 0.5))
 
 
 def test_schedules_and_integer_betas_are_accepted():

@@ -143,11 +143,17 @@ def check_pair(value: Any, name: str) -> tuple[Any, Any]:
     >>> check_pair(0.9, 'betas')
     Traceback (most recent call last):
       ...
-    ValueError: betas must be a pair of values, got 0.9
+    TypeError: betas must be a pair of values, got 0.9
+
+  Raises:
+    TypeError: not a sequence (torch's type: it indexes ``betas``).
+    ValueError: a sequence of another length.
   """
   try:
     first, second = value
-  except (TypeError, ValueError):
+  except TypeError:
+    raise TypeError(f'{name} must be a pair of values, got {value!r}') from None
+  except ValueError:
     raise ValueError(f'{name} must be a pair of values, got {value!r}') from None
   return first, second
 

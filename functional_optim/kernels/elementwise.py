@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from functional_optim.core.hyperparams import current_hyperparams, initial_hyperparams
@@ -166,6 +167,42 @@ def check_packable(params: PyTree, name: str, implementation: str) -> None:
           f'{jax.tree_util.keystr(path) or "<tree root>"} ({sharding.spec}); use '
           f'implementation=\'loop\' for sharded params: its state mirrors the params '
           f'and follows each one\'s sharding')
+
+
+def _expected_shape(make: Callable, param) -> tuple[int, ...] | None:
+  if make is jnp.zeros_like:  # the common case, without tracing anything
+    return tuple(np.shape(param))
+  made = jax.eval_shape(make, jax.ShapeDtypeStruct(np.shape(param), jnp.result_type(param)))
+  return None if made is None else tuple(made.shape)
+
+
+def check_buffer_shapes(state: Any, params: PyTree, buffers: Mapping[str, Any],
+                        name: str) -> None:
+  """Raises a clear error for a state buffer of another shape than its param's makes.
+
+  A state built for other params of the same structure would otherwise broadcast
+  (a ``(1,)`` buffer against a ``(3,)`` param) or fail deep inside the math. Costs
+  trace time only (shapes are static).
+
+  Raises:
+    ValueError: a buffer's shape, naming the field and the param's path.
+  """
+  param_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  treedef = jax.tree.structure(params)
+  for field, make in buffers.items():
+    if make is None:
+      continue
+    stored = treedef.flatten_up_to(getattr(state, field))
+    for (path, param), buffer in zip(param_leaves, stored):
+      if buffer is None:
+        continue
+      want = _expected_shape(make, param)
+      if want is not None and tuple(np.shape(buffer)) != want:
+        raise ValueError(
+            f'{name}: the state\'s {field!r} for the param at '
+            f'{jax.tree_util.keystr(path) or "<tree root>"} has shape {tuple(np.shape(buffer))}, '
+            f'but that param\'s is {want}: the state was made for other params; pass the '
+            f'state that this transformation\'s init returned for these')
 
 
 def check_state_type(state: Any, state_cls: type, name: str) -> None:
@@ -348,6 +385,8 @@ def elementwise_transformation(
       if packed and PackSpec.of(params) != spec:
         raise ValueError(f'{name}: the state was packed for params of other shapes or '
                          f'dtypes; {other_options}')
+      if not packed:
+        check_buffer_shapes(state, params, buffers, name)
     return spec
 
   def update(updates, state, params=None, **extra):

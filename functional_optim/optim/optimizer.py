@@ -17,6 +17,7 @@ compiles per closure code (``_closures``).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import warnings
@@ -30,6 +31,7 @@ import numpy as np
 from functional_optim.core.hyperparams import given_dtype
 from functional_optim.core.transform import GradientTransformationExtraArgs, apply_updates
 from functional_optim.core.tree import is_gradient_leaf
+from functional_optim.distributed.checkpoint import abstract_state
 from functional_optim.distributed.sharding import init_sharded
 from functional_optim.interop.torch_state import to_numpy
 from functional_optim.kernels.packing import pack_state, unpack_state
@@ -63,9 +65,19 @@ def _data_dtype(value) -> np.dtype:
   return given_dtype(to_numpy(value) if hasattr(value, 'dtype') else value)
 
 
-def _as_data(value) -> np.ndarray:
-  """A numeric hyperparameter of a param group as the array the compiled step takes."""
-  return np.asarray(to_numpy(value), _data_dtype(value))
+def _as_data(value, name: str = 'a hyperparameter') -> np.ndarray:
+  """A numeric hyperparameter of a param group as the array the compiled step takes.
+
+  Raises:
+    TypeError: not a number (torch's error type: its checks compare with floats).
+  """
+  if isinstance(value, (str, bytes)) or not (
+      isinstance(value, (int, float, np.number)) or hasattr(value, 'dtype')):
+    raise TypeError(f'{name} must be a number or a scalar array, got {value!r}')
+  data = np.asarray(to_numpy(value))
+  if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
+    raise TypeError(f'{name} must be a number or a scalar array, got {value!r}')
+  return data.astype(_data_dtype(value), copy=False)
 
 
 def _refcounts(leaves: Sequence[Any]) -> list[int]:
@@ -300,7 +312,8 @@ class Optimizer(HookRegistries):
     return type(self)._builder(**structural, **hyperparams)
 
   def _hyperparams(self, group) -> dict[str, Any]:
-    return {name: jax.tree.map(_as_data, _as_tuple(group[name])) for name in self._dynamic}
+    return {name: jax.tree.map(functools.partial(_as_data, name=name), _as_tuple(group[name]))
+            for name in self._dynamic}
 
   def _refresh_structure(self) -> None:
     """Rebuilds a group's transformation when an edit changed its program."""
@@ -339,6 +352,18 @@ class Optimizer(HookRegistries):
     if 'param_names' in live:
       group['param_names'] = live['param_names']
     return group
+
+  def _loaded(self, saved_groups: list[dict]) -> tuple[list[dict], list, list]:
+    """Saved groups as this optimizer's (``_loaded_group``), each with its
+    transformation (built: torch's checks of every loaded hyperparameter) and the
+    abstract state that transformation makes: what ``distributed.restore_optimizer``
+    checks and reads onto before anything changes."""
+    groups = [self._loaded_group(g, saved, live)
+              for g, (saved, live) in enumerate(zip(saved_groups, self.param_groups))]
+    transforms = [self._build(group) for group in groups]
+    targets = [abstract_state(transform, source.tree)
+               for transform, source in zip(transforms, self._sources)]
+    return groups, transforms, targets
 
   def _commit_groups(self, groups: list[dict], transforms: list, states: list) -> None:
     """Replaces every group's settings, transformation and state at once."""

@@ -90,8 +90,11 @@ def one_cycle_lr(max_lr: float, total_steps: int | None = None, epochs: int | No
   ``.momentum`` anneals inversely between ``max_momentum`` and
   ``base_momentum`` (``None`` if ``cycle_momentum`` is False).
 
-  torch raises when stepped past ``total_steps``; a traced schedule cannot, so
-  counts beyond it hold the value at ``total_steps``.
+  torch computes one value past the last step (at ``total_steps``, where its
+  annealing overshoots: a cosine goes back up, to ``5e-5`` after a final ``4e-7``)
+  and raises at the next. A traced schedule cannot raise, so from the last step
+  (``total_steps - 1``) on it holds the final value: training on past the
+  schedule keeps its final lr.
 
   Raises:
     ValueError: neither ``total_steps`` nor both ``epochs`` and
@@ -116,7 +119,8 @@ def one_cycle_lr(max_lr: float, total_steps: int | None = None, epochs: int | No
                                        max_momentum)
 
   def along(phases, e):
-    return F.one_cycle_value(F.JAX, anneal_strategy, jnp.minimum(e, total_steps), ends,
+    # Past its last step the schedule holds its final value (see the docstring).
+    return F.one_cycle_value(F.JAX, anneal_strategy, jnp.minimum(e, total_steps - 1), ends,
                              phases)
 
   def momentum(count):

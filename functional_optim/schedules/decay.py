@@ -24,8 +24,11 @@ def step_lr(lr: float, step_size: int, gamma: float = 0.1) -> TorchSchedule:
     [1.0, 1.0, 0.5, 0.5, 0.25]
   """
   _checks.check_divisor(step_size, 'step_size', 'step_lr')
+  # torch's step() decays at every epoch that step_size divides, which for a
+  # negative step_size is every |step_size| epochs (not the growth of its closed
+  # form, e // step_size, which only step(epoch) uses).
   return multiplicative('step_lr', lr,
-                        lambda e: F.step_lr(F.JAX, 1.0, e, step_size, gamma))
+                        lambda e: F.step_lr(F.JAX, 1.0, e, abs(step_size), gamma))
 
 
 def multi_step_lr(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> TorchSchedule:
@@ -81,6 +84,8 @@ def linear_lr(lr: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
     [0.5, 0.75, 1.0, 1.0]
   """
   _checks.check_linear_factors(start_factor, end_factor)
+  if total_iters == 0:  # torch's step(): the start factor, which it never moves from
+    return multiplicative('linear_lr', lr, lambda e: start_factor + 0.0 * e)
   return multiplicative(
       'linear_lr', lr,
       lambda e: F.linear_lr(F.JAX, 1.0, e, start_factor, end_factor, total_iters))
@@ -112,5 +117,7 @@ def polynomial_lr(lr: float, total_iters: int = 5, power: float = 1.0) -> TorchS
     >>> [float(s(e)) for e in range(6)]
     [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
   """
+  if total_iters == 0:  # torch's step() leaves the lr as it is
+    return multiplicative('polynomial_lr', lr, lambda e: 1.0 + 0.0 * e)
   return multiplicative('polynomial_lr', lr,
                         lambda e: F.polynomial_lr(F.JAX, 1.0, e, total_iters, power))

@@ -324,8 +324,9 @@ DELIBERATE = [
      IndexError, 'torch fails inside its first step, popping from an empty history'),
     ('Adam', dict(betas=(0.9,)), ValueError, 'betas must be a pair', IndexError,
      'torch indexes betas[1]; ours names the argument'),
-    ('Adafactor', dict(eps=1e-3), ValueError, 'eps must be a pair', TypeError,
-     'torch indexes eps[0]; ours names the argument'),
+    ('Adafactor', dict(eps=1e-3), TypeError, 'eps must be a pair', TypeError,
+     "torch indexes eps[0]: the same type, ours names the argument (torch's "
+     "message is Python's)"),
 ]
 
 
@@ -743,6 +744,24 @@ def test_state_of_another_model(name):
   assert_tree_identical(state, kept)
 
 
+# The same structure, other shapes: a (1,)-like buffer would broadcast silently
+# against its param, another one fail deep inside jax's arithmetic.
+@pytest.mark.parametrize('jit', [False, True], ids=['eager', 'jit'])
+@pytest.mark.parametrize('name', DENSE)
+def test_state_of_params_of_other_shapes(name, jit):
+  tx, params = build(name), params_for(name)
+  theirs = jax.tree.map(lambda p: jnp.ones((1,) * p.ndim), params)
+  state = tx.init(theirs)
+  kept = tree_copy(state)
+  update = jax.jit(tx.update) if jit else tx.update
+  with pytest.raises(ValueError, match=rf"{name}: the state's '\w+' for the param at "
+                                       r"\['\w'\](\['c'\])? has shape \(1, ?1?\), but that "
+                                       r"param's is \(\d, ?\d?\): the state was made for "
+                                       r"other params"):
+    update(grads_for(name, 0), state, params)
+  assert_tree_identical(state, kept)
+
+
 def test_lbfgs_state_of_another_model():
   tx = build('lbfgs')
   state = tx.init({'w': jnp.ones(3)})
@@ -871,8 +890,8 @@ LOAD_CASES = {
                     'Invalid learning rate: -0.1', None),
     'betas_not_a_pair': (lambda sd, A: _group(sd, betas=(0.9,)), ValueError,
                          'betas must be a pair', ValueError),
-    'lr_a_string': (lambda sd, A: _group(sd, lr='fast'), ValueError,
-                    'could not convert string to float', TypeError),
+    'lr_a_string': (lambda sd, A: _group(sd, lr='fast'), TypeError,
+                    "lr must be a number or a scalar array, got 'fast'", TypeError),
 }
 
 
@@ -1010,11 +1029,18 @@ ROLES = {
     'data': ('d/*', True),
     'array_metadatas': ('array_metadatas/*', True),
     'checkpoint_metadata': ('_CHECKPOINT_METADATA', False),
-    'sharding': ('_sharding', False),
+    'sharding': ('_sharding', True),
     'commit_marker': ('commit_success.txt', False),
     'process_manifest': ('ocdbt.process_*/manifest.ocdbt', False),
     'process_data': ('ocdbt.process_*/d/*', False),
 }
+
+
+def assert_names_the_damaged_file(error: ValueError, pattern: str) -> None:
+  """The error says the checkpoint is damaged and which file (a data file by its
+  folder: its name is a hash)."""
+  named = pattern.split('*')[0].rstrip('/') or pattern
+  assert 'is damaged' in str(error) and named in str(error), str(error)
 
 
 def damaged_copy(source, tmp_path, pattern: str, how: str):
@@ -1082,20 +1108,20 @@ never_awaited_ok = pytest.mark.filterwarnings(
 @pytest.mark.parametrize('role', ROLES)
 def test_restore_state_of_a_damaged_checkpoint(orbax_leftovers, checkpoints, tmp_path,
                                                role, how):
-  # Either a ValueError (JSONDecodeError and UnicodeDecodeError are ValueErrors;
-  # tensorstore's DATA_LOSS / NOT_FOUND / OUT_OF_RANGE come as ValueError) or a
-  # FileNotFoundError (a deleted _METADATA), or, for a file restoring does not
-  # read, exactly the state saved; never a state with other values, and never a
-  # partial one (restore_state returns a whole state or nothing).
+  # Either a ValueError that names the damaged file or, for a file restoring does
+  # not read, exactly the state saved; never a state with other values, and never
+  # a partial one (restore_state returns a whole state or nothing).
   root, state = checkpoints
   pattern, read = ROLES[role]
-  if role == 'array_metadatas' and how == 'delete':
-    read = False  # orbax falls back to _METADATA
+  if how == 'delete' and role in ('array_metadatas', 'sharding'):
+    read = False  # orbax falls back to _METADATA, and to the target's shardings
   damaged = damaged_copy(root / 'state', tmp_path, pattern, how)
   target = fo.distributed.abstract_state(build('adam'), params_for('adam'))
   try:
     restored = fo.distributed.restore_state(str(damaged), target)
-  except (ValueError, FileNotFoundError):
+  except ValueError as e:
+    assert read, f'{pattern} is not read, yet its damage ({how}) raised: {e}'
+    assert_names_the_damaged_file(e, pattern)
     return
   assert not read, f'damage to {pattern} ({how}) went unnoticed'
   assert_tree_identical(restored, state)
@@ -1135,8 +1161,9 @@ def test_restore_optimizer_of_a_damaged_checkpoint(orbax_leftovers, checkpoints,
   damaged = damaged_copy(root / 'optimizer', tmp_path, OPTIMIZER_FILES[role], how)
   opt, twin = twins('adam')
   before = snapshot(opt)
-  with pytest.raises((ValueError, FileNotFoundError)):
+  with pytest.raises(ValueError) as raised:
     fo.distributed.restore_optimizer(str(damaged), opt)
+  assert_names_the_damaged_file(raised.value, OPTIMIZER_FILES[role])
   assert_unchanged_and_working(opt, twin, before, 'adam')
 
 
