@@ -20,8 +20,57 @@ def lerp(start: jax.Array, end: jax.Array, weight: ArrayLike) -> jax.Array:
     Array([1., 1.], dtype=float32)
   """
   diff = end - start
+  if jnp.ndim(weight) == 0:
+    # A scalar weight picks the form once, on scalars: one product and one sum per
+    # element rather than two of each and a select (the same bits).
+    small = jnp.abs(weight) < 0.5
+    return jnp.where(small, start, end) + jnp.where(small, weight, weight - 1) * diff
   return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff,
                    end + (weight - 1) * diff)
+
+
+# XLA:CPU emits one loop per output and never computes an expensive value (a root,
+# a quotient) twice: a value two outputs need is written to a leaf-sized temporary.
+# It also copies a donated buffer that one kernel overwrites while another still
+# reads it. The two functions below give the same bits as the plain expressions and
+# let an optimizer's math avoid both (benchmarks/model_shapes.py measures the
+# temporaries; tests/kernels/test_temporaries.py keeps them at zero).
+
+def unshared_sqrt(x: jax.Array) -> jax.Array:
+  """``jnp.sqrt(x)``, bit for bit, that XLA does not merge with another ``jnp.sqrt(x)``.
+
+  Each kernel that needs the root computes its own, instead of one kernel writing
+  it to a temporary that the others read. Above 0 it is ``sqrt``; below, NaN; at
+  ±0 (and at a denormal, which XLA:CPU flushes to ±0 in ``sqrt`` and in
+  comparisons alike) and NaN, ``x * 0``: ``sqrt``'s result there.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.numerics import unshared_sqrt
+    >>> unshared_sqrt(jnp.array([4.0, -0.0, -1.0]))
+    Array([ 2., -0., nan], dtype=float32)
+  """
+  return jnp.where(x > 0, jnp.sqrt(jnp.abs(x)), jnp.where(x < 0, jnp.nan, x * 0))
+
+
+def read_after(x: jax.Array, *deps: jax.Array) -> jax.Array:
+  """``x``, read only after ``deps`` are computed.
+
+  A select that no value takes (no float, NaN included, exceeds +inf) and that XLA
+  cannot fold: the kernel that reads the result depends on the kernels that make
+  ``deps``. When those kernels read a donated buffer that the result's kernel
+  overwrites, XLA:CPU then updates it in place instead of copying it first.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.numerics import read_after
+    >>> read_after(jnp.array([1.0, -2.0]), jnp.array([jnp.nan, 3.0]))
+    Array([ 1., -2.], dtype=float32)
+  """
+  never = deps[0] > jnp.inf
+  for dep in deps[1:]:
+    never = never | (dep > jnp.inf)
+  return jnp.where(never, -x, x)
 
 
 def sign(x: jax.Array) -> jax.Array:

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.numerics import in_dtype_of, lerp
+from functional_optim.core.numerics import in_dtype_of, lerp, read_after
 from functional_optim.core.validation import check_at_least, check_beta, check_pair
 
 
@@ -77,11 +77,18 @@ def decay_factor(hp) -> jax.Array:
 
 
 def decayed_gradient(grad, param, s, *, maximize: bool, weight_decay: bool,
-                     decoupled: bool = False) -> jax.Array:
-  """The gradient the moments see: negated for ``maximize``, then ``+ λθ`` if coupled."""
+                     decoupled: bool = False, after: tuple[jax.Array, ...] = ()) -> jax.Array:
+  """The gradient the moments see: negated for ``maximize``, then ``+ λθ`` if coupled.
+
+  ``after``: outputs whose kernels must read the param before this one does. An
+  optimizer whose outputs each need the decayed gradient computes it once per
+  output, each after the previous: shared by several outputs, XLA:CPU would write
+  it to a leaf-sized temporary (and copy the param, which the last one overwrites).
+  """
   g = ascent_or_descent(grad, maximize)
   if weight_decay and not decoupled:
-    g = coupled_weight_decay(g, param, s['weight_decay'])
+    read = read_after(param, *after) if after else param
+    g = coupled_weight_decay(g, read, s['weight_decay'])
   return g
 
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule, compile_out_zeros
+from functional_optim.core.numerics import unshared_sqrt
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least, check_between
 from functional_optim.kernels.dispatch import choose_implementation
@@ -51,14 +52,26 @@ def _adadelta_scalars(step, hp):
 
 
 def _adadelta_math(grad, param, buffers, s, *, maximize, weight_decay):
-  g = decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay)
-  square_avg = square_average(buffers['square_avg'], g, s['rho'], s['one_minus_rho'])
+  def decayed(*after):  # one per output kernel (see decayed_gradient)
+    return decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay,
+                            after=after)
+
+  square_avg = square_average(buffers['square_avg'], decayed(), s['rho'], s['one_minus_rho'])
+
   # eps goes inside both roots; torch divides the two RMS values first, then
   # scales by the gradient.
-  std = jnp.sqrt(square_avg + s['eps'])
-  delta = jnp.sqrt(buffers['acc_delta'] + s['eps']) / std * g
-  acc_delta = square_average(buffers['acc_delta'], delta, s['rho'], s['one_minus_rho'])
-  return -s['lr'] * delta, {'square_avg': square_avg, 'acc_delta': acc_delta}
+  def delta_with(sqrt, g):
+    return sqrt(buffers['acc_delta'] + s['eps']) / sqrt(square_avg + s['eps']) * g
+
+  # delta feeds the update and acc_delta: each output's kernel computes its own
+  # (unshared_sqrt) rather than XLA:CPU writing delta's roots to temporaries.
+  acc_delta = square_average(buffers['acc_delta'], delta_with(unshared_sqrt, decayed(square_avg)),
+                             s['rho'], s['one_minus_rho'])
+  # The update still reads the old acc_delta, which XLA:CPU therefore copies: its
+  # kernel is the param's (after apply_updates), which nothing here can order
+  # before acc_delta's. (Reading the param after acc_delta keeps it at that copy.)
+  update = -s['lr'] * delta_with(jnp.sqrt, decayed(square_avg, acc_delta))
+  return update, {'square_avg': square_avg, 'acc_delta': acc_delta}
 
 
 @mirrors('Adadelta')

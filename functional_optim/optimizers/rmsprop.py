@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule, compile_out_zeros
-from functional_optim.core.numerics import lerp
+from functional_optim.core.numerics import lerp, unshared_sqrt
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least
 from functional_optim.kernels.dispatch import choose_implementation
@@ -58,25 +58,31 @@ def _rmsprop_scalars(step, hp):
 
 
 def _rmsprop_math(grad, param, buffers, s, *, maximize, weight_decay, momentum, centered):
-  g = decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay)
-  square_avg = square_average(buffers['square_avg'], g, s['alpha'], s['one_minus_alpha'])
+  def decayed(*after):  # one per output kernel (see decayed_gradient)
+    return decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay,
+                            after=after)
+
+  square_avg = square_average(buffers['square_avg'], decayed(), s['alpha'],
+                              s['one_minus_alpha'])
   new_buffers = {'square_avg': square_avg}
   second_moment = square_avg
   if centered:
-    grad_avg = lerp(buffers['grad_avg'], g, s['one_minus_alpha'])
+    grad_avg = lerp(buffers['grad_avg'], decayed(square_avg), s['one_minus_alpha'])
     new_buffers['grad_avg'] = grad_avg
     second_moment = square_avg - grad_avg * grad_avg
   avg = jnp.sqrt(second_moment) + s['eps']
-  update = (-s['lr'] * g) / avg
-  if momentum:
-    buf = buffers['momentum_buffer']
-    new_buf = buf * s['momentum'] + g / avg
-    # torch takes the momentum branch only while momentum > 0: a momentum set to
-    # 0 later leaves the buffer as it is and steps like plain RMSprop.
-    active = s['momentum'] > 0
-    update = jnp.where(active, -s['lr'] * new_buf, update)
-    new_buffers['momentum_buffer'] = jnp.where(active, new_buf, buf)
-  return update, new_buffers
+  if not momentum:
+    return (-s['lr'] * decayed(*new_buffers.values())) / avg, new_buffers
+  buf = buffers['momentum_buffer']
+  # torch takes the momentum branch only while momentum > 0: a momentum set to 0
+  # later leaves the buffer as it is and steps like plain RMSprop.
+  active = s['momentum'] > 0
+  new_buf = jnp.where(active, buf * s['momentum'] + decayed(*new_buffers.values()) / avg, buf)
+  new_buffers['momentum_buffer'] = new_buf
+  # The update reads the new buffer, and the plain step takes its own root: a root
+  # that two outputs share is a leaf-sized temporary too.
+  plain = (-s['lr'] * decayed(new_buf)) / (unshared_sqrt(second_moment) + s['eps'])
+  return jnp.where(active, -s['lr'] * new_buf, plain), new_buffers
 
 
 @mirrors('RMSprop')

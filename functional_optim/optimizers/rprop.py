@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.hyperparams import ScalarOrSchedule
-from functional_optim.core.numerics import sign
+from functional_optim.core.numerics import read_after, sign
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.validation import check_at_least, check_pair, concrete_value
 from functional_optim.kernels.dispatch import choose_implementation
@@ -55,7 +55,10 @@ def _check_etas(etas) -> tuple[Any, Any]:
 def _rprop_scalars(step, hp):
   etaminus, etaplus = hp['etas']
   step_size_min, step_size_max = hp['step_sizes']
-  return {'first_step': step == 1, 'lr': hp['lr'],
+  # `one` is 1.0 (step >= 1 where the math runs) that XLA cannot fold: dividing by
+  # it is exact, and makes a value costly enough to XLA:CPU that it reads it from
+  # its buffer rather than recomputing it (and copying the buffer) in each kernel.
+  return {'first_step': step == 1, 'one': step / step, 'lr': hp['lr'],
           'etaminus': etaminus, 'etaplus': etaplus,
           'step_size_min': step_size_min, 'step_size_max': step_size_max}
 
@@ -66,15 +69,21 @@ def _rprop_math(grad, param, buffers, s, *, maximize):
   # lr only seeds the step sizes; the step count (not a zero buffer) says when,
   # since a schedule's lr may be anything at a param's first step.
   step_size = jnp.where(s['first_step'] != 0, s['lr'], buffers['step_size'])
-  agreement = sign(g * buffers['prev'])
-  # torch overwrites the signs in this order (its sign of NaN is 0).
-  factor = jnp.where(agreement > 0, s['etaplus'], agreement)
-  factor = jnp.where(factor < 0, s['etaminus'], factor)
-  factor = jnp.where(factor == 0, 1, factor)
-  step_size = jnp.clip(step_size * factor, s['step_size_min'], s['step_size_max'])
-  # Where the sign flipped, torch skips the move and forgets the gradient, so
-  # the next step sees no sign change there.
-  g = jnp.where(factor == s['etaminus'], 0, g)
+
+  def factor_of(prev):
+    agreement = sign(g * prev)
+    # torch overwrites the signs in this order (its sign of NaN is 0).
+    factor = jnp.where(agreement > 0, s['etaplus'], agreement)
+    factor = jnp.where(factor < 0, s['etaminus'], factor)
+    return jnp.where(factor == 0, 1, factor)
+
+  step_size = jnp.clip(step_size * factor_of(buffers['prev']), s['step_size_min'],
+                       s['step_size_max']) / s['one']
+  # Where the sign flipped, torch skips the move and forgets the gradient, so the
+  # next step sees no sign change there. (prev is read again after the step size
+  # has read it: XLA:CPU then overwrites it in place, without a copy.)
+  prev = read_after(buffers['prev'], step_size)
+  g = jnp.where(factor_of(prev) == s['etaminus'], 0, g) / s['one']
   return -sign(g) * step_size, {'prev': g, 'step_size': step_size}
 
 

@@ -58,6 +58,9 @@ def _sgd_math(grad, param, buffers, s, *, maximize, weight_decay, momentum, nest
     # make XLA materialize it, a full extra buffer and twice the step time.
     active = s['momentum'] != 0
     new_buf = jnp.where(active, new_buf, buf)
+    # The update's kernel decays the gradient itself (see decayed_gradient).
+    d = decayed_gradient(grad, param, s, maximize=maximize, weight_decay=weight_decay,
+                         after=(new_buf,))
     direction = d + s['momentum'] * new_buf if nesterov else new_buf
     d = jnp.where(active, direction, d)
     buffers = {'momentum_buffer': new_buf}
