@@ -24,7 +24,13 @@ def lerp(start: jax.Array, end: jax.Array, weight: ArrayLike) -> jax.Array:
     # A scalar weight picks the form once, on scalars: one product and one sum per
     # element rather than two of each and a select (the same bits).
     small = jnp.abs(weight) < 0.5
-    return jnp.where(small, start, end) + jnp.where(small, weight, weight - 1) * diff
+    # ``where`` wants its two cases in one sharding, which under an explicit-axes
+    # mesh ``start`` and ``end`` need not share (a sharded buffer, a replicated
+    # mean): subtracting zeros in ``diff``'s sharding gives them one and changes no
+    # value (-0 and NaN included); XLA folds it away.
+    zeros = jnp.zeros_like(diff)
+    base = jnp.where(small, start - zeros, end - zeros)
+    return base + jnp.where(small, weight, weight - 1) * diff
   return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff,
                    end + (weight - 1) * diff)
 
