@@ -8,6 +8,7 @@ import pytest
 
 import functional_optim as fo
 from functional_optim.core.partition import MaskedNode, PartitionState, partition
+from functional_optim.kernels import unpack_state
 from functional_optim.optimizers.muon import muon
 from tests.parity.problem import assert_close
 
@@ -209,5 +210,6 @@ def test_muon_and_adamw_match_torch(x64, torch):
       def compare(ours, p):
         if not isinstance(ours, MaskedNode):
           assert_close(ours, opt.state[p][field].numpy(), f'{label} {field}')
-      jax.tree.map(compare, getattr(state.inner_states[label], field), t_params,
+      # unpack_state: the per-param step as a tree (it is kept once per group).
+      jax.tree.map(compare, getattr(unpack_state(state.inner_states[label]), field), t_params,
                    is_leaf=lambda x: isinstance(x, MaskedNode))

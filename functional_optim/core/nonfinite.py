@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from functional_optim.core.transform import (
     GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support)
+from functional_optim.core.shared_scalars import in_groups_of
 from functional_optim.core.tree import is_none
 
 
@@ -95,8 +96,10 @@ def apply_if_finite(inner: GradientTransformation,
     chosen_updates = jax.tree.map(
         lambda u, s: None if u is None else jnp.where(apply, u, s),
         new_updates, skipped, is_leaf=is_none)
+    # A param without a gradient may have parted its step from the others': the old
+    # state in the new one's groups (core.shared_scalars) has its structure.
     chosen_inner = jax.tree.map(lambda new, old: jnp.where(apply, new, old),
-                                new_inner, state.inner_state)
+                                new_inner, in_groups_of(state.inner_state, new_inner))
     notfinite = jnp.logical_not(finite).astype(jnp.int32)
     return chosen_updates, ApplyIfFiniteState(
         inner_state=chosen_inner,

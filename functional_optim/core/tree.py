@@ -202,6 +202,8 @@ def check_state_tree(state_tree: PyTree, params: PyTree, name: str) -> None:
       state:  PyTreeDef({'v': *})
       params: PyTreeDef({'w': *})
   """
+  # flax Variables around leaves (nnx.Optimizer's, the model's) are no structure.
+  state_tree, params = without_variables(state_tree), without_variables(params)
   state_def, params_def = jax.tree.structure(state_tree), jax.tree.structure(params)
   if state_def == params_def:
     return

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from functional_optim.core.shared_scalars import expand_shared, regroup_shared
 from functional_optim.core.transform import GradientTransformation
 from functional_optim.distributed.sharding import _is_sharded, state_shardings
 
@@ -132,6 +133,8 @@ def save_state(directory: str | os.PathLike, state: PyTree, *, force: bool = Fal
     ('AdamState', (3,))
   """
   import orbax.checkpoint as ocp
+
+  state = expand_shared(state)  # per-param steps as trees: whatever their grouping
 
   def write(path: str) -> None:
     checkpointer = ocp.StandardCheckpointer()
@@ -254,9 +257,11 @@ def restore_state(directory: str | os.PathLike, target: PyTree) -> PyTree:
   """
   import orbax.checkpoint as ocp
   root = _checkpoint_at(directory)
-  target = _as_target(target)
+  like = _as_target(target)
+  target = expand_shared(like)
   _check_matches(_saved_arrays(root, root), target, root)
-  return _read_arrays(lambda: ocp.StandardCheckpointer().restore(str(root), target), root)
+  restored = _read_arrays(lambda: ocp.StandardCheckpointer().restore(str(root), target), root)
+  return regroup_shared(restored, like)
 
 
 # ----------------------------------------------------------------------------
@@ -299,7 +304,7 @@ def save_optimizer(directory: str | os.PathLike, optimizer: Any, *, force: bool 
     (0.001, 1)
   """
   import orbax.checkpoint as ocp
-  states = _group_states(optimizer)
+  states = [expand_shared(state) for state in _group_states(optimizer)]
   groups = [_group_hyperparams(group) for group in optimizer.param_groups]
 
   def write(path: str) -> None:
@@ -375,7 +380,9 @@ def restore_optimizer(directory: str | os.PathLike, optimizer: Any) -> None:
   except KeyError as e:  # a setting of this optimizer's that no saved group has
     raise ValueError(f'the checkpoint at {root} does not fit this '
                      f'{type(optimizer).__name__}: {e.args[0]}') from e
+  like, targets = targets, [expand_shared(target) for target in targets]
   _check_matches(_saved_arrays(root / 'state', root), targets, root)
   restored = _read_arrays(lambda: ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
       str(root), ocp.args.Composite(state=ocp.args.StandardRestore(targets))), root)
-  optimizer._commit_groups(groups, transforms, list(restored['state']))
+  optimizer._commit_groups(groups, transforms,
+                           [regroup_shared(s, t) for s, t in zip(restored['state'], like)])

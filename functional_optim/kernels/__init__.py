@@ -4,12 +4,15 @@
   elementwise optimizer is made of, and the per-leaf loop;
 * :mod:`~functional_optim.kernels.packing`: flat per-dtype buffers
   (:func:`pack`, :class:`Packed`) and the packed state layout;
+* :class:`SharedPerLeaf` (:mod:`~functional_optim.core.shared_scalars`): the
+  per-leaf layout's per-param ``step``, kept once per group of params;
 * :mod:`~functional_optim.kernels.foreach`: the math over packed buffers;
 * :mod:`~functional_optim.kernels.pallas`: the same as one fused Pallas kernel
   (imported on first use);
 * :mod:`~functional_optim.kernels.dispatch`: ``implementation=`` and its default.
 """
 
+from functional_optim.core.shared_scalars import SharedPerLeaf
 from functional_optim.kernels.dispatch import (
     IMPLEMENTATIONS, choose_implementation, default_implementation)
 from functional_optim.kernels.elementwise import elementwise_transformation, run_math
@@ -17,7 +20,7 @@ from functional_optim.kernels.packing import (
     Packed, PackSpec, PerLeaf, pack, pack_state, unpack_state)
 
 __all__ = [
-    'IMPLEMENTATIONS', 'PackSpec', 'Packed', 'PerLeaf', 'choose_implementation',
+    'IMPLEMENTATIONS', 'PackSpec', 'Packed', 'PerLeaf', 'SharedPerLeaf', 'choose_implementation',
     'default_implementation', 'elementwise_transformation', 'pack', 'pack_state',
     'pallas_options', 'run_math', 'unpack_state',
 ]

@@ -40,6 +40,7 @@ from functional_optim.core.tree import (
 from functional_optim.kernels.dispatch import default_implementation
 from functional_optim.kernels.foreach import init_packed, update_packed
 from functional_optim.kernels.packing import Packed, PackSpec, PerLeaf
+from functional_optim.core.shared_scalars import SharedPerLeaf, as_shared, common_groups
 
 PyTree = Any
 Scalars = Callable[..., dict[str, jax.Array]]
@@ -296,9 +297,11 @@ def elementwise_transformation(
     ...     needs_params=False)
     >>> state = tx.init({'a': jnp.zeros(2), 'b': jnp.zeros(1)})
     >>> updates, state = tx.update({'a': jnp.array([3.0, -0.5]), 'b': None}, state)
-    >>> updates['a'], updates['b'], state.step
+    >>> updates['a'], updates['b'], state.step.tree()
     (Array([-0.5,  0.5], dtype=float32), None,
      {'a': Array(1., dtype=float32), 'b': Array(0., dtype=float32)})
+    >>> state.step.groups  # b had no gradient: its step parted from a's
+    ((0,), (1,))
   """
   hyperparams = dict(hyperparams)
   scalar_state = dict(scalar_state or {})
@@ -334,13 +337,13 @@ def elementwise_transformation(
       _, fields = init_packed(params, buffers=buffers, scalar_state=scalar_state,
                               step_dtype=STEP_DTYPE)
       return state_cls(**common, **fields)
+    treedef = jax.tree.structure(params)
     return state_cls(
         **common,
-        step=jax.tree.map(lambda p: jnp.zeros([], STEP_DTYPE), params),
+        step=SharedPerLeaf.full(treedef, 0, STEP_DTYPE),
         **{k: None if make is None else jax.tree.map(make, params)
            for k, make in buffers.items()},
-        **{k: jax.tree.map(lambda p, v=v: jnp.full([], v, STEP_DTYPE), params)
-           for k, v in scalar_state.items()})
+        **{k: SharedPerLeaf.full(treedef, v, STEP_DTYPE) for k, v in scalar_state.items()})
 
   def check_layout(state):
     """The packed spec of a packed state (None for the per-leaf layout), checked."""
@@ -365,15 +368,14 @@ def elementwise_transformation(
     # Structure only (no values): under jit this costs tracing time, nothing more.
     check_state_type(state, state_cls, name)
     spec = check_layout(state)
-    per_param = spec.treedef if packed else jax.tree.structure(state.step)
+    per_param = spec.treedef if packed else _plain_structure(_per_param_tree(state.step))
     for k, make in buffers.items():
       field = getattr(state, k)
       if make is None and field is not None:
         raise ValueError(f'{name}: the state keeps a {k!r} buffer, which this {name} '
                          f'does not; {other_options}')
       # A make may give None for some params (Adafactor's factored buffers): a leaf.
-      if (not packed and make is not None
-          and jax.tree.structure(field, is_leaf=is_none) != per_param):
+      if not packed and make is not None and _plain_structure(field) != per_param:
         raise ValueError(f'{name}: the state\'s {k!r} buffer is missing or does not '
                          f'have one entry per param; {other_options}')
     if set(state.hyperparams) != set(hyperparams):
@@ -381,7 +383,8 @@ def elementwise_transformation(
           f'{name}: the state has the hyperparameters {sorted(state.hyperparams)}, this '
           f'{name} {sorted(hyperparams)}; {other_options}')
     if params is not None:
-      check_state_tree(spec.abstract_tree() if packed else state.step, params, name)
+      check_state_tree(spec.abstract_tree() if packed else _per_param_tree(state.step),
+                       params, name)
       if packed and PackSpec.of(params) != spec:
         raise ValueError(f'{name}: the state was packed for params of other shapes or '
                          f'dtypes; {other_options}')
@@ -399,7 +402,7 @@ def elementwise_transformation(
       reference = spec.abstract_tree()
     else:
       reference = params if params is not None else (
-          getattr(state, kept[0]) if kept else state.step)
+          getattr(state, kept[0]) if kept else _per_param_tree(state.step))
     check_gradient_tree(updates, reference, shapes=packed or params is not None or bool(kept),
                         dense_only=name)
     hp = current_hyperparams(hyperparams, state.hyperparams, state.count)
@@ -419,31 +422,59 @@ def elementwise_transformation(
 
   def _update_per_leaf(grads, param_leaves, state, hp, spec):
     del spec
-    treedef = jax.tree.structure(state.step)
-    steps = treedef.flatten_up_to(state.step)
-    buffer_leaves = {k: treedef.flatten_up_to(getattr(state, k)) for k in kept}
-    scalar_leaves = {k: treedef.flatten_up_to(getattr(state, k)) for k in scalar_state}
-    new_updates, new_steps = [], []
-    new_fields = {k: [] for k in [*kept, *scalar_state]}
-    for i, grad in enumerate(grads):
-      if grad is None:  # No gradient: the param and its state stay as they are.
-        new_updates.append(None)
-        new_steps.append(steps[i])
-        for k, leaves in {**buffer_leaves, **scalar_leaves}.items():
-          new_fields[k].append(leaves[i])
+    treedef = _per_param_treedef(state.step)
+    per_param = {k: as_shared(getattr(state, k), treedef) for k in ['step', *scalar_state]}
+    groups = common_groups(list(per_param.values()))
+    per_param = {k: as_shared(v, treedef, groups) for k, v in per_param.items()}
+    # The buffers keep their own structure (flax Variables in it or not).
+    buffer_defs = {k: jax.tree.structure(getattr(state, k), is_leaf=is_none) for k in kept}
+    buffer_leaves = {k: buffer_defs[k].flatten_up_to(getattr(state, k)) for k in kept}
+    new_updates: list = [None] * len(grads)
+    new_buffers = {k: list(leaves) for k, leaves in buffer_leaves.items()}
+    # A group's params share their step (and 0-d state): its scalars are computed
+    # once. Params without a gradient keep theirs, and leave the group if others step.
+    new_groups, new_values = [], {k: [] for k in per_param}
+    for g, group in enumerate(groups):
+      stepping = [i for i in group if grads[i] is not None]
+      idle = [i for i in group if grads[i] is None]
+      if idle:
+        new_groups.append(idle)
+        for k, field in per_param.items():
+          new_values[k].append(field.values[g])
+      if not stepping:
         continue
-      step = steps[i] + 1
-      scalars_i = scalars(step, hp, **{k: leaves[i] for k, leaves in scalar_leaves.items()})
-      update_i, bufs = run_math(math, grad, param_leaves[i],
-                                {k: leaves[i] for k, leaves in buffer_leaves.items()},
-                                scalars_i)
-      new_updates.append(update_i)
-      new_steps.append(step)
-      for k in kept:
-        new_fields[k].append(bufs[k])
+      step = per_param['step'].values[g] + 1
+      group_scalars = scalars(step, hp, **{k: per_param[k].values[g] for k in scalar_state})
+      for i in stepping:
+        new_updates[i], bufs = run_math(
+            math, grads[i], param_leaves[i], {k: leaves[i] for k, leaves in buffer_leaves.items()},
+            group_scalars)
+        for k in kept:
+          new_buffers[k][i] = bufs[k]
+      new_groups.append(stepping)
+      new_values['step'].append(step)
       for k in scalar_state:
-        new_fields[k].append(jnp.asarray(scalars_i[k], STEP_DTYPE))
-    return new_updates, {'step': treedef.unflatten(new_steps),
-                         **{k: treedef.unflatten(out) for k, out in new_fields.items()}}
+        new_values[k].append(jnp.asarray(group_scalars[k], STEP_DTYPE))
+    order = sorted(range(len(new_groups)), key=lambda j: new_groups[j][0])
+    new_groups = tuple(tuple(new_groups[j]) for j in order)
+    return new_updates, {
+        **{k: SharedPerLeaf([values[j] for j in order], new_groups, treedef)
+           for k, values in new_values.items()},
+        **{k: buffer_defs[k].unflatten(leaves) for k, leaves in new_buffers.items()}}
 
   return GradientTransformationExtraArgs(init, update)
+
+
+def _per_param_treedef(field) -> Any:
+  """The params' structure of a per-param 0-d field (shared or a tree)."""
+  return field.treedef if isinstance(field, SharedPerLeaf) else jax.tree.structure(field)
+
+
+def _plain_structure(tree) -> Any:
+  """``tree``'s structure without flax Variables (``nnx.Optimizer`` wraps the state's
+  arrays in its own Variable types; the layout is the same)."""
+  return jax.tree.structure(without_variables(tree), is_leaf=is_none)
+
+
+def _per_param_tree(field) -> PyTree:
+  return field.tree() if isinstance(field, SharedPerLeaf) else field

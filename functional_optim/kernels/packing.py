@@ -34,6 +34,7 @@ import numpy as np
 from jax import lax
 
 from functional_optim.core.tree import is_none, without_variables
+from functional_optim.core.shared_scalars import SharedPerLeaf, regroup_shared
 
 PyTree = Any
 
@@ -288,28 +289,40 @@ def pack(tree: PyTree) -> Packed:
   return Packed.pack(tree)
 
 
-def is_packed(x: Any) -> bool:
-  return isinstance(x, (Packed, PerLeaf))
+def _is_layout(x: Any) -> bool:
+  return isinstance(x, (Packed, PerLeaf, SharedPerLeaf))
 
 
 def unpack_state(state: Any) -> Any:
-  """A packed optimizer state in the per-leaf layout (fields that mirror the params).
+  """An optimizer state with every field as a tree that mirrors the params.
 
-  Every :class:`Packed` and :class:`PerLeaf` inside ``state`` becomes the tree it
-  packs; anything else is kept. The inverse is :func:`pack_state`.
+  Every :class:`Packed`, :class:`PerLeaf` and
+  :class:`~functional_optim.core.shared_scalars.SharedPerLeaf` inside ``state``
+  becomes the tree of its values; anything else is kept. A per-leaf transformation
+  (``implementation='loop'``) takes the result as its state. The inverse is
+  :func:`pack_state`.
   """
-  return jax.tree.map(lambda x: x.unpack() if is_packed(x) else x, state, is_leaf=is_packed)
+  def plain(x):
+    return x.tree() if isinstance(x, SharedPerLeaf) else x.unpack()
+  return jax.tree.map(lambda x: plain(x) if _is_layout(x) else x, state, is_leaf=_is_layout)
 
 
 def pack_state(state: Any, like: Any) -> Any:
-  """``state`` (per-leaf layout) packed as ``like``, a packed state of the same optimizer."""
-  def pack_as(template, value):
+  """``state`` (fields as trees that mirror the params) laid out as ``like`` is.
+
+  ``like`` is a state of the same optimizer: packed, or per-leaf with its shared
+  per-param scalars, which are grouped by ``state``'s values (leaves whose 0-d
+  fields are all equal share them).
+  """
+  def lay_out(template, value):
     if isinstance(template, Packed):
       leaves = template.spec.treedef.flatten_up_to(value)
       return Packed(pack_leaves(leaves, template.spec), template.spec)
     if isinstance(template, PerLeaf):
       return PerLeaf.pack(value, template.spec)
     return value
-  leaves_like, treedef = jax.tree.flatten(like, is_leaf=lambda x: is_packed(x) or is_none(x))
+  is_template = lambda x: isinstance(x, (Packed, PerLeaf, SharedPerLeaf)) or is_none(x)
+  leaves_like, treedef = jax.tree.flatten(like, is_leaf=is_template)
   values = treedef.flatten_up_to(state)
-  return treedef.unflatten([pack_as(t, v) for t, v in zip(leaves_like, values)])
+  packed = treedef.unflatten([lay_out(t, v) for t, v in zip(leaves_like, values)])
+  return regroup_shared(packed, like)

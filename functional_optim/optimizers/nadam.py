@@ -135,7 +135,7 @@ def nadam(
     >>> updates, state = tx.update(jnp.array([0.5, -2.0]), state, params)
     >>> updates.round(4)
     Array([-0.1056,  0.1056], dtype=float32)
-    >>> state.mu_product.round(4)
+    >>> state.mu_product.tree().round(4)
     Array(0.4501, dtype=float32)
   """
   beta1, beta2 = check_adam_family_arguments(lr, betas, eps, weight_decay)

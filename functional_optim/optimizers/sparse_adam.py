@@ -189,7 +189,7 @@ def sparse_adam(
     del extra  # Accepted and ignored, as the protocol requires.
     check_state_type(state, SparseAdamState, 'sparse_adam')  # before reading its fields
     if params is not None:  # never read, but a state of other params shows against them
-      check_state_tree(state.step, params, 'sparse_adam')
+      check_state_tree(state.exp_avg, params, 'sparse_adam')
     values = jax.tree.map(_summed_values, grads, is_leaf=_is_gradient)
     check_gradient_tree(values, state.exp_avg)
     touched = jax.tree.map(_stored_entries, grads, state.exp_avg, is_leaf=_is_gradient)

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 
 import functional_optim as fo
+from functional_optim.kernels import unpack_state
 from tests.common import TORCH_REASON
 
 torch = pytest.importorskip('torch', reason=TORCH_REASON)
@@ -257,6 +258,7 @@ def check_against_torch(name, problem) -> None:
   kwargs, params, grads = problem
   t_params, t_states = run_torch(name, kwargs, params, grads)
   o_params, o_state = run_ours(name, kwargs, params, grads)
+  o_state = unpack_state(o_state)  # every field a tree mirroring the params
   for i, (ours, theirs) in enumerate(zip(o_params, t_params)):
     assert_same(ours, theirs, f'param {i}')
   # Every per-parameter tensor torch keeps, under the same name in our state.
