@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from functional_optim.core.tree import (
-    check_gradient_tree, dotted_name, insertion_order, is_none)
+    check_gradient_tree, dotted_name, insertion_order, is_gradient_leaf, is_none)
 
 PyTree = Any
 
@@ -143,6 +143,7 @@ class ParamSource:
     self._written: list[Any] = [None] * len(self._leaves)
     self._refs: list[int] = [0] * len(self._leaves)
     self._grads_paths: dict[Any, Callable] = {}
+    self._passed_grads: set = set()  # gradient layouts check_gradient_tree passed
     # What the caller gave, to refuse it in another group (weak: never keeps it alive).
     self._identities = [weakref.ref(x) if _weakrefable(x) else (lambda x=x: x)
                         for x in originals]
@@ -347,8 +348,27 @@ class ParamSource:
     elif isinstance(grads, tuple) and self.treedef == jax.tree.structure(
         list(range(self.treedef.num_leaves))):
       grads = list(grads)
-    check_gradient_tree(grads, self.tree)
+    self._check_grads(grads)
     return grads
+
+  def _check_grads(self, grads) -> None:
+    """``check_gradient_tree``, once per layout: gradients of a structure, types,
+    shapes and dtypes that passed against params of the same shapes pass again."""
+    leaves, treedef = jax.tree.flatten(grads, is_leaf=is_gradient_leaf)
+    try:
+      layout = (treedef,
+                tuple(None if g is None else (type(g), g.shape, g.dtype) for g in leaves),
+                tuple((p.shape, p.dtype) for p in self.leaves()))
+      hash(layout)
+    except (AttributeError, TypeError):  # a leaf that is no array: the check says why
+      layout = None
+    if layout is not None and layout in self._passed_grads:
+      return
+    check_gradient_tree(grads, self.tree)
+    if layout is not None:
+      if len(self._passed_grads) >= 16:  # a bound, for gradients whose layout varies
+        self._passed_grads.clear()
+      self._passed_grads.add(layout)
 
   def _from_model_grads(self, grads) -> PyTree:
     """This group's gradients out of an ``nnx.State`` of its module or of a model
