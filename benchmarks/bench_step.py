@@ -79,11 +79,8 @@ import os
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
 import argparse  # noqa: E402
-import ctypes  # noqa: E402
 import dataclasses  # noqa: E402
-import gc  # noqa: E402
 import math  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -98,10 +95,15 @@ import torch  # noqa: E402
 import functional_optim as fo  # noqa: E402
 from functional_optim.kernels import dispatch  # noqa: E402
 
-# The timing loop of the facade benchmark (this directory is on sys.path when run).
+# The timing loop of the facade benchmark, and the helpers the step benchmarks share
+# (this directory is on sys.path when run).
 from facade_step import _median_seconds  # noqa: E402
+from steptiming import MB, Memory, release_memory  # noqa: E402
+from steptiming import log as _log  # noqa: E402
+from steptiming import memory_analysis as _memory_analysis  # noqa: E402
+from steptiming import rss_bytes as _rss_bytes  # noqa: E402
+from steptiming import some_leaf as _some_leaf  # noqa: E402
 
-MB = 1e6
 IMPLEMENTATIONS = ('loop', 'foreach', 'fused')
 DEFAULT_ALGORITHMS = ('adam', 'adamw', 'sgd', 'adagrad')
 CPU_LAYOUTS = ('1x16M', '200x80k', '2000small')
@@ -162,7 +164,8 @@ ALGORITHMS = {
     'rmsprop': Algorithm(
         lambda **kw: fo.rmsprop(lr=1e-2, **kw),
         lambda t, **kw: torch.optim.RMSprop(t, lr=1e-2, **kw),
-        _optax('rmsprop', 1e-2, decay=0.99, eps=1e-8), 'p r/w, g r, square_avg r/w', 20),
+        _optax('rmsprop', 1e-2, decay=0.99, eps=1e-8, eps_in_sqrt=False),  # torch's eps
+        'p r/w, g r, square_avg r/w', 20),
     'nadam': Algorithm(
         lambda **kw: fo.nadam(lr=2e-3, **kw),
         lambda t, **kw: torch.optim.NAdam(t, lr=2e-3, **kw),
@@ -245,24 +248,6 @@ def make_layout(name: str, scale: int) -> Layout:
 # Timing -------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class Memory:
-  """A compiled step's memory, from ``memory_analysis()`` or, failing that, RSS."""
-  source: str
-  arguments: int | None = None
-  outputs: int | None = None
-  aliased: int | None = None
-  temp: int | None = None
-  rss_growth: int | None = None
-
-  @property
-  def extra(self) -> int:
-    """Bytes beyond the arguments (params + grads + state) that a step holds at its peak."""
-    if self.temp is None:
-      return self.rss_growth
-    return self.temp + self.outputs - self.aliased
-
-
-@dataclasses.dataclass
 class Case:
   """One row: how to run a step, and what was measured."""
   library: str
@@ -281,37 +266,6 @@ class Case:
   @property
   def seconds(self) -> float | None:
     return statistics.median(self.times) if self.times else None
-
-
-def _log(message: str) -> None:
-  print(f'[{time.strftime("%H:%M:%S")}] {message}', file=sys.stderr, flush=True)
-
-
-def _memory_analysis(compiled) -> Memory | None:
-  try:
-    stats = compiled.memory_analysis()
-  except Exception:  # noqa: BLE001 - unimplemented on some backends and versions
-    return None
-  if stats is None or getattr(stats, 'temp_size_in_bytes', None) is None:
-    return None
-  return Memory('memory_analysis', stats.argument_size_in_bytes, stats.output_size_in_bytes,
-                stats.alias_size_in_bytes, stats.temp_size_in_bytes)
-
-
-def _some_leaf(tree) -> jax.Array:
-  """One leaf of ``tree``, found without flattening all of it (thousands of leaves)."""
-  while not isinstance(tree, jax.Array):
-    if isinstance(tree, dict) and tree:
-      tree = next(iter(tree.values()))
-    elif isinstance(tree, (list, tuple)) and tree:
-      tree = tree[0]
-    else:
-      return jax.tree.leaves(tree)[0]
-  return tree
-
-
-def _rss_bytes() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
 def jax_case(library: str, algorithm: str, variant: str, make_tx: Callable[[], Any],
@@ -389,21 +343,6 @@ def time_case(case: Case, repeats: int, warmup: int) -> Case:
   case.run = None  # The buffers and the executable go with it.
   release_memory()
   return case
-
-
-def release_memory() -> None:
-  """Frees what the last case held, and gives the freed heap back to the system.
-
-  Compiling a 2000-leaf step takes ~10 GB of heap here; glibc keeps it after the
-  compiler frees it, and the next compile would add as much again without
-  ``malloc_trim``.
-  """
-  gc.collect()
-  jax.clear_caches()
-  try:
-    ctypes.CDLL('libc.so.6').malloc_trim(0)
-  except (OSError, AttributeError):  # Not glibc.
-    pass
 
 
 def measure_triad(n: int, repeats: int, warmup: int, gpu: bool, torch_device: str | None
