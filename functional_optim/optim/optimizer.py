@@ -46,12 +46,6 @@ __all__ = ['Optimizer', 'named_parameters', 'register_optimizer_step_post_hook',
 
 _NOT_HYPERPARAMS = ('params', 'param_names')
 
-# A group of at least this many leaves, averaging at most this many elements, keeps
-# its state packed unless torch's flags say otherwise (Optimizer._packs_better;
-# benchmarks/bench_step.py measured both layouts on 2000 leaves of 1k-10k elements
-# and on 200 of ~80k).
-PACK_MIN_LEAVES = 256
-PACK_MAX_MEAN_SIZE = 16384
 
 
 def _freeze(value):
@@ -322,35 +316,7 @@ class Optimizer(HookRegistries):
     if hyperparams is None:
       hyperparams = self._hyperparams(group)
     structural = {k: group[k] for k in self.defaults if k not in self._dynamic}
-    if self._packs_better(group, structural):
-      structural['implementation'] = 'foreach'
     return type(self)._builder(**structural, **hyperparams)
-
-  def _packs_better(self, group, structural) -> bool:
-    """Whether the facade keeps this group's state packed although torch's flags
-    leave the choice to it (``foreach`` and ``fused`` None).
-
-    The facade's state is its own (``state_dict`` speaks torch's format whatever
-    the layout), so it takes the layout that is faster for the group: packed for
-    many small leaves (2000 leaves of 1k-10k elements: a step 4x faster, a compile
-    of a second instead of a minute), per leaf otherwise (200 leaves of 80k: the
-    loop 3x faster). Params on several devices stay per leaf.
-    """
-    if structural.get('foreach') is not None or structural.get('fused') is not None \
-        or 'implementation' not in self._builder_parameters():
-      return False
-    leaves = group['params']._source.leaves() if isinstance(group['params'], ParamsView) \
-        else jax.tree.leaves(group['params'])
-    if len(leaves) < PACK_MIN_LEAVES:
-      return False
-    sizes = [np.size(x) for x in leaves]
-    single_device = all(len(getattr(getattr(x, 'sharding', None), 'device_set', ())) <= 1
-                        for x in leaves)
-    return single_device and sum(sizes) <= PACK_MAX_MEAN_SIZE * len(sizes)
-
-  @classmethod
-  def _builder_parameters(cls):
-    return inspect.signature(cls._builder).parameters
 
   def _hyperparams(self, group) -> dict[str, Any]:
     """The group's numeric hyperparameters as the compiled step takes them.
