@@ -130,8 +130,8 @@ def common_groups(fields: Sequence[SharedPerLeaf]) -> Groups:
   """The coarsest groups within which every field's groups agree (static)."""
   if len({f.groups for f in fields}) == 1:
     return fields[0].groups
-  label = [tuple(_group_index(f.groups)[i] for f in fields)
-           for i in range(fields[0].treedef.num_leaves)]
+  indices = [_group_index(f.groups) for f in fields]
+  label = [tuple(index[i] for index in indices) for i in range(fields[0].treedef.num_leaves)]
   by_label: dict[tuple, list[int]] = {}
   for i, key in enumerate(label):
     by_label.setdefault(key, []).append(i)

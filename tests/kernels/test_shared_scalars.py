@@ -155,3 +155,12 @@ def test_checkpoints_hold_every_params_step_whatever_the_grouping(tmp_path):
   for twin in (opt, resumed):
     twin.step({'a': jnp.ones(2), 'b': jnp.ones(2)})
   jax.tree.map(np.testing.assert_array_equal, resumed.params, opt.params)
+
+
+def test_fields_grouped_differently_step_in_their_common_refinement():
+  from functional_optim.core.shared_scalars import common_groups
+  treedef = jax.tree.structure([0, 0, 0])
+  a = SharedPerLeaf([jnp.float32(1), jnp.float32(2)], ((0, 1), (2,)), treedef)
+  b = SharedPerLeaf([jnp.float32(5), jnp.float32(6)], ((0,), (1, 2)), treedef)
+  assert common_groups([a, b]) == ((0,), (1,), (2,))
+  assert common_groups([a, a]) == a.groups
