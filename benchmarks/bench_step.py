@@ -98,11 +98,11 @@ from functional_optim.kernels import dispatch  # noqa: E402
 # The timing loop of the facade benchmark, and the helpers the step benchmarks share
 # (this directory is on sys.path when run).
 from facade_step import _median_seconds  # noqa: E402
-from steptiming import MB, Memory, release_memory  # noqa: E402
+from steptiming import MB, Memory, jax_runner, release_memory  # noqa: E402
+from steptiming import choices as _list  # noqa: E402
 from steptiming import log as _log  # noqa: E402
 from steptiming import memory_analysis as _memory_analysis  # noqa: E402
 from steptiming import rss_bytes as _rss_bytes  # noqa: E402
-from steptiming import some_leaf as _some_leaf  # noqa: E402
 
 IMPLEMENTATIONS = ('loop', 'foreach', 'fused')
 DEFAULT_ALGORITHMS = ('adam', 'adamw', 'sgd', 'adagrad')
@@ -284,23 +284,10 @@ def jax_case(library: str, algorithm: str, variant: str, make_tx: Callable[[], A
   compiled = jitted.lower(params, grads, state).compile()
   compile_seconds = time.perf_counter() - compile_start
   memory = _memory_analysis(compiled)
-  holder = [params, state]
-  block_all = [False]
-
-  def run():
-    holder[0], holder[1] = compiled(holder[0], grads, holder[1])
-    if block_all[0]:
-      jax.block_until_ready(holder)
-    else:
-      _some_leaf(holder[0]).block_until_ready()
-
   before = _rss_bytes()
-  run()
-  if memory is None:  # Fall back to the process's peak RSS around a first step.
+  run = jax_runner(compiled, params, grads, state)  # runs a first step
+  if memory is None:  # Fall back to the process's peak RSS around that first step.
     memory = Memory('RSS (getrusage peak growth)', rss_growth=max(0, _rss_bytes() - before))
-  if not all(leaf.is_ready() for leaf in jax.tree.leaves(holder)):
-    block_all[0] = True
-    _log(f'  {library} {algorithm} {variant}: outputs not ready together; blocking on each')
   release_memory()  # The executable stays with `compiled`; the caches' copies go.
   _log(f'  {library} {algorithm} {variant}: compiled in {compile_seconds:.2f} s '
        f'(built in {time.perf_counter() - start:.2f} s)')
@@ -628,14 +615,6 @@ def print_summary(results: list[tuple[Layout, list[Case]]], algorithms: list[str
 
 
 # Main ---------------------------------------------------------------------------------
-
-def _list(text: str, allowed, what: str) -> list[str]:
-  items = [t.strip() for t in text.split(',') if t.strip()]
-  for item in items:
-    if item not in allowed:
-      raise SystemExit(f'unknown {what} {item!r}; choose from {", ".join(allowed)}')
-  return items
-
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -111,6 +111,7 @@ from bench_step import QUICK_SCALE, SCALAR_SLACK, Algorithm, _optax, make_layout
 from steptiming import (  # noqa: E402
     MB, Compiled, Timed, compile_in_phases, interleave, jax_runner, log, paired_ratio,
     release_memory)
+from steptiming import choices as _list  # noqa: E402
 
 
 # Trees --------------------------------------------------------------------------------
@@ -598,14 +599,6 @@ def to_json(results: list[Result], header: dict) -> dict:
 
 
 # Main ---------------------------------------------------------------------------------
-
-def _list(text: str, allowed, what: str) -> list[str]:
-  items = [t.strip() for t in text.split(',') if t.strip()]
-  for item in items:
-    if item not in allowed:
-      raise SystemExit(f'unknown {what} {item!r}; choose from {", ".join(allowed)}')
-  return items
-
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -240,3 +240,12 @@ def paired_ratio(case: Timed, reference: Timed) -> float | None:
   if not pairs:
     return None
   return statistics.median(a / b for a, b in pairs)
+
+
+def choices(text: str, allowed, what: str) -> list[str]:
+  """A comma-separated command-line value as a list, each item one of ``allowed``."""
+  items = [t.strip() for t in text.split(',') if t.strip()]
+  for item in items:
+    if item not in allowed:
+      raise SystemExit(f'unknown {what} {item!r}; choose from {", ".join(allowed)}')
+  return items
