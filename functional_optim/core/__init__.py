@@ -7,8 +7,8 @@ from optax import MaskedNode
 
 from functional_optim.core.clipping import (
     clip_grad_norm, clip_grad_value, clipped_by_norm, clipped_by_value, total_norm)
-from functional_optim.core.hyperparams import (
-    Hyperparams, Schedule, ScalarOrSchedule, get_hyperparams, set_hyperparams)
+from functional_optim.core.hyperparams import Hyperparams, Schedule, ScalarOrSchedule
+from functional_optim.core.hyperparams_access import get_hyperparams, set_hyperparams
 from functional_optim.core.mixed_precision import MixedPrecisionState, mixed_precision
 from functional_optim.core.nonfinite import ApplyIfFiniteState, apply_if_finite
 from functional_optim.core.partition import PartitionState, partition

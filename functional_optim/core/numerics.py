@@ -4,7 +4,48 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.typing import ArrayLike
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """The real dtype an optimizer's math runs in: the param's own, or float32 for
+  16-bit floats.
+
+  torch rounds every operation to a bfloat16/float16 param's dtype, so
+  ``eps = 1e-8`` and ``(1 - β2)·g²`` vanish in float16 and Adam divides by zero.
+  We compute in float32 and round once to the storage dtype (what torch's fused
+  kernels do), a deliberate difference from torch's for-loop. Complex dtypes run
+  in the real dtype of their parts.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.numerics import compute_dtype
+    >>> [str(compute_dtype(d)) for d in (jnp.bfloat16, jnp.float32, jnp.complex64)]
+    ['float32', 'float32', 'float32']
+  """
+  real = jnp.finfo(dtype).dtype
+  return jnp.dtype(jnp.float32) if real.itemsize < 4 else real
+
+
+def view_as_real(x: jax.Array) -> jax.Array:
+  """torch's ``view_as_real``: a complex array as real ``[..., 2]`` pairs (a real
+  array as it is). torch's optimizers treat the parts as independent coordinates.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from functional_optim.core.numerics import view_as_real
+    >>> view_as_real(jnp.array([1 + 2j]))
+    Array([[1., 2.]], dtype=float32)
+  """
+  if not jnp.iscomplexobj(x):
+    return x
+  return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+
+
+def view_as_complex(pairs: jax.Array, dtype) -> jax.Array:
+  """The inverse of :func:`view_as_real`: ``[..., 2]`` real pairs as ``dtype``."""
+  return lax.complex(pairs[..., 0], pairs[..., 1]).astype(dtype)
 
 
 def lerp(start: jax.Array, end: jax.Array, weight: ArrayLike) -> jax.Array:
@@ -103,6 +144,12 @@ def python_max(first: ArrayLike, second: ArrayLike) -> jax.Array:
     Array([1., 2., 1.], dtype=float32)
   """
   return jnp.where(second > first, second, first)
+
+
+def python_min(first: ArrayLike, second: ArrayLike) -> jax.Array:
+  """Python's ``min(first, second)``: ``second`` only when it compares smaller, so
+  a NaN ``second`` gives ``first`` (see :func:`python_max`)."""
+  return jnp.where(second < first, second, first)
 
 
 # ----------------------------------------------------------------------------

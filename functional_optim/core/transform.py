@@ -15,7 +15,7 @@ Updates are what gets *added* to the params (optax's sign convention)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -81,3 +81,32 @@ def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
 
   return jax.tree_util.tree_map_with_path(add, updates, params,
                                           is_leaf=lambda x: x is None)
+
+
+def one_per_entry(transforms: Sequence[GradientTransformation]) -> GradientTransformationExtraArgs:
+  """One transformation over a list of trees, ``transforms[i]`` on entry ``i``.
+
+  Params, updates and the returned updates are lists; the state is a tuple of
+  the transformations' states. The facade's :attr:`~functional_optim.optim.Optimizer.
+  transformation` with several param groups is this over the groups.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import functional_optim as fo
+    >>> tx = fo.core.transform.one_per_entry([fo.sgd(lr=0.1), fo.sgd(lr=1.0)])
+    >>> params = [jnp.zeros(1), jnp.zeros(1)]
+    >>> updates, state = tx.update([jnp.ones(1), jnp.ones(1)], tx.init(params), params)
+    >>> updates
+    [Array([-0.1], dtype=float32), Array([-1.], dtype=float32)]
+  """
+  transforms = list(transforms)
+
+  def init(params):
+    return tuple(tx.init(p) for tx, p in zip(transforms, params))
+
+  def update(updates, state, params=None, **extra):
+    params = [None] * len(transforms) if params is None else params
+    out = [tx.update(u, s, p, **extra) for tx, u, s, p in zip(transforms, updates, state, params)]
+    return [u for u, _ in out], tuple(s for _, s in out)
+
+  return GradientTransformationExtraArgs(init, update)

@@ -291,3 +291,19 @@ def insertion_order(tree: PyTree, is_leaf=None) -> list[int]:
   if sorted(order) != list(range(len(flat))):  # a node whose keys differ: JAX's order
     return list(range(len(flat)))
   return order
+
+
+def check_same_layout(new: Any, old: Any, what: str) -> None:
+  """Raises a clear error unless ``new`` has ``old``'s structure, shapes and dtypes.
+
+  Raises:
+    ValueError: naming ``what`` (``'the state of group 0'``) and the difference.
+  """
+  if jax.tree.structure(new) != jax.tree.structure(old):
+    raise ValueError(f'{what} has another structure than this optimizer\'s:\n  given: '
+                     f'{jax.tree.structure(new)}\n  ours:  {jax.tree.structure(old)}')
+  for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)):
+    if np.shape(a) != np.shape(b) or jnp.result_type(a) != jnp.result_type(b):
+      raise ValueError(f'{what} has a leaf of shape {np.shape(a)} and dtype '
+                       f'{jnp.result_type(a)} where this optimizer keeps {np.shape(b)} '
+                       f'{jnp.result_type(b)}')

@@ -178,3 +178,23 @@ def check_implementation_flags(foreach: bool | None, fused: bool | None,
       raise RuntimeError('`fused` does not support `differentiable`')
     if foreach:
       raise RuntimeError('`fused` and `foreach` cannot be `True` together.')
+
+
+def check_state_type(state: Any, state_cls: type, name: str) -> None:
+  """Raises a clear error for a state that another optimizer's ``init`` made.
+
+  Raises:
+    TypeError: ``state`` is not a ``state_cls``.
+
+  Example:
+    >>> import functional_optim as fo, jax.numpy as jnp
+    >>> from functional_optim.core.validation import check_state_type
+    >>> check_state_type(fo.sgd().init({'w': jnp.zeros(2)}), fo.AdamState, 'adam')
+    Traceback (most recent call last):
+      ...
+    TypeError: adam needs its own state (AdamState), got SGDState: pass the state that this transformation's init returned
+  """
+  if not isinstance(state, state_cls):
+    raise TypeError(f'{name} needs its own state ({state_cls.__name__}), got '
+                    f'{type(state).__name__}: pass the state that this transformation\'s '
+                    f'init returned')

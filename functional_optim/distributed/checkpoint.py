@@ -375,14 +375,16 @@ def restore_optimizer(directory: str | os.PathLike, optimizer: Any) -> None:
                      f'optimizer {len(optimizer.param_groups)}')
   saved_groups = [_saved_group(g, saved, live, root)
                   for g, (saved, live) in enumerate(zip(saved_groups, optimizer.param_groups))]
+
+  def read_states(targets: list) -> list:
+    expanded = [expand_shared(target) for target in targets]
+    _check_matches(_saved_arrays(root / 'state', root), expanded, root)
+    restored = _read_arrays(lambda: ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
+        str(root), ocp.args.Composite(state=ocp.args.StandardRestore(expanded))), root)
+    return [regroup_shared(s, t) for s, t in zip(restored['state'], targets)]
+
   try:
-    groups, transforms, targets = optimizer._loaded(saved_groups)
+    optimizer.load_param_groups(saved_groups, read_states)
   except KeyError as e:  # a setting of this optimizer's that no saved group has
     raise ValueError(f'the checkpoint at {root} does not fit this '
                      f'{type(optimizer).__name__}: {e.args[0]}') from e
-  like, targets = targets, [expand_shared(target) for target in targets]
-  _check_matches(_saved_arrays(root / 'state', root), targets, root)
-  restored = _read_arrays(lambda: ocp.Checkpointer(ocp.CompositeCheckpointHandler()).restore(
-      str(root), ocp.args.Composite(state=ocp.args.StandardRestore(targets))), root)
-  optimizer._commit_groups(groups, transforms,
-                           [regroup_shared(s, t) for s, t in zip(restored['state'], like)])

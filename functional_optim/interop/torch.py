@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def to_numpy(value) -> np.ndarray:
-  """A copy of a torch tensor, jax array, numpy array or number as a numpy array."""
-  from functional_optim.interop.torch_state import to_numpy as convert
-  return convert(value)
+from functional_optim.core.hyperparams import Hyperparams
+from functional_optim.core.hyperparams_access import get_hyperparams, set_hyperparams
+from functional_optim.core.tree import dotted_name, insertion_order
+from functional_optim.interop.torch_state import (
+    TORCH_CLASS_OF_STATE, format_of, optimizer_states, to_numpy)  # noqa: F401 (to_numpy: re-exported)
 
 
 def tensor_of(value, torch):
@@ -96,7 +96,6 @@ def _torch_or_none():
 
 
 def _one_optimizer_state(state) -> tuple[tuple, Any]:
-  from functional_optim.interop.torch_state import optimizer_states
   found = optimizer_states(state)
   if len(found) != 1:
     where = ', '.join(jax.tree_util.keystr(p) or '<root>' for p, _ in found) or 'none'
@@ -111,7 +110,6 @@ def _replace_node(tree, old, new):
 
 
 def _flat_named(params) -> tuple[list[str], list[int]]:
-  from functional_optim.core.tree import dotted_name, insertion_order
   names = [dotted_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   return names, insertion_order(params)
 
@@ -161,8 +159,6 @@ def state_from_torch(tx, params, state_dict: dict[str, Any], *, count: int | Non
     >>> int(state.count), state.exp_avg['w']
     (1, Array([0.1, 0.1], dtype=float32))
   """
-  from functional_optim.core.hyperparams import Hyperparams, set_hyperparams
-  from functional_optim.interop.torch_state import TORCH_CLASS_OF_STATE, format_of
 
   full = tx.init(params)
   path, fresh = _one_optimizer_state(full)
@@ -242,8 +238,6 @@ def state_to_torch(tx, params, state) -> dict[str, Any]:
     >>> theirs.param_groups[0]['lr'], theirs.state_dict()['state'][0]['momentum_buffer']
     (0.1, tensor([1., 1.]))
   """
-  from functional_optim.core.hyperparams import get_hyperparams
-  from functional_optim.interop.torch_state import format_of
   if not (hasattr(tx, 'torch_name') and hasattr(tx, 'options')):
     raise TypeError('state_to_torch needs one of our optimizers (fo.adam(...), ...), whose '
                     'arguments are torch\'s group keys; got a transformation without them')

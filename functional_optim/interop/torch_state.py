@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_optim.kernels.packing import pack_state, unpack_state
+from functional_optim.kernels.packing import edit_per_leaf, unpack_state
 
 PyTree = Any
 Entry = dict[str, Any]
@@ -146,7 +146,11 @@ class TorchStateFormat:
         for a real buffer.
       ValueError: an entry's shape differs from the buffer's.
     """
-    packed, fresh = fresh, unpack_state(fresh)
+    return edit_per_leaf(fresh, lambda plain: self._filled(plain, treedef, entries, options,
+                                                           describe))
+
+  def _filled(self, fresh, treedef, entries, options, describe):
+    """``fill`` on the per-leaf view of the state."""
     keys = self.keys(fresh, options)
     columns = {f: treedef.flatten_up_to(getattr(fresh, f)) for f in fresh._fields
                if f not in OURS_ONLY and getattr(fresh, f) is not None}
@@ -174,10 +178,9 @@ class TorchStateFormat:
       if not self.has_step:  # torch keeps none: an entry means it stepped
         columns['step'][i] = jnp.ones_like(columns['step'][i])
     steps = [float(s) for s in columns['step']]
-    filled = fresh._replace(
+    return fresh._replace(
         count=jnp.asarray(max(steps, default=0), jnp.int32),
         **{f: treedef.unflatten(leaves) for f, leaves in columns.items()})
-    return pack_state(filled, packed)
 
 
 class LBFGSFormat(TorchStateFormat):

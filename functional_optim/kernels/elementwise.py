@@ -20,7 +20,8 @@ fused kernel evaluates, so the math exists once.
 
 Complex parameters are handled as torch handles them: real and imaginary parts
 are independent coordinates (``torch.view_as_real``). bfloat16 and float16
-params are updated in float32 arithmetic (see :func:`compute_dtype`).
+params are updated in float32 arithmetic (see
+:func:`~functional_optim.core.numerics.compute_dtype`).
 """
 
 from __future__ import annotations
@@ -30,112 +31,22 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from functional_optim.core.hyperparams import current_hyperparams, initial_hyperparams
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.tree import (
     check_float_params, check_gradient_tree, check_state_tree, flatten_like, is_none,
     without_variables)
+from functional_optim.core.shared_scalars import SharedPerLeaf, as_shared, common_groups
+from functional_optim.core.validation import check_state_type
 from functional_optim.kernels.dispatch import default_implementation
+from functional_optim.kernels.evaluation import Math, PyTree, Scalars, run_math
 from functional_optim.kernels.foreach import init_packed, update_packed
 from functional_optim.kernels.packing import Packed, PackSpec, PerLeaf
-from functional_optim.core.shared_scalars import SharedPerLeaf, as_shared, common_groups
-
-PyTree = Any
-Scalars = Callable[..., dict[str, jax.Array]]
-Math = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+from functional_optim.kernels.pallas import run_math_fused
 
 #: torch keeps ``step`` as a float32 tensor (it stops growing at 2**24).
 STEP_DTYPE = jnp.float32
-
-
-def _as_real(x: jax.Array | None) -> jax.Array | None:
-  if x is None or not jnp.iscomplexobj(x):
-    return x
-  return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
-
-
-def _as_complex(x: jax.Array, dtype) -> jax.Array:
-  return lax.complex(x[..., 0], x[..., 1]).astype(dtype)
-
-
-def compute_dtype(dtype) -> jnp.dtype:
-  """The real dtype the math runs in: the param's own, or float32 for 16-bit floats.
-
-  torch rounds every operation to a bfloat16/float16 param's dtype, so
-  ``eps = 1e-8`` and ``(1 - β2)·g²`` vanish in float16 and Adam divides by zero.
-  We compute in float32 and round once to the storage dtype (what torch's fused
-  kernels do), a deliberate difference from torch's for-loop. Complex dtypes run
-  in the real dtype of their parts.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from functional_optim.kernels.elementwise import compute_dtype
-    >>> [str(compute_dtype(d)) for d in (jnp.bfloat16, jnp.float32, jnp.complex64)]
-    ['float32', 'float32', 'float32']
-  """
-  real = jnp.finfo(dtype).dtype
-  return jnp.dtype(jnp.float32) if real.itemsize < 4 else real
-
-
-def run_math(math: Math, grad: jax.Array, param: jax.Array | None,
-             buffers: dict[str, jax.Array], scalars: Mapping[str, jax.Array]):
-  """Evaluates ``math`` on one parameter.
-
-  Complex values become real pairs (torch's ``view_as_real``); scalars are
-  rounded to the compute dtype, as torch rounds a Python float at the op; results
-  go back to the dtypes they came in. For a complex :math:`g = a + bi` the math
-  sees the array :math:`[a, b]`, and its result :math:`[u_a, u_b]` comes back as
-  :math:`u_a + u_b i`.
-
-  Returns:
-    ``(update, buffers)``: ``math``'s results, the update in the gradient's dtype
-    and each buffer in its own.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from functional_optim.kernels.elementwise import run_math
-    >>> def math(grad, param, buffers, s):  # sign descent, keeping a running sum
-    ...   return -s['lr'] * jnp.sign(grad), {'total': buffers['total'] + grad}
-    >>> update, buffers = run_math(math, jnp.array([3.0 - 0.5j]), None,
-    ...                            {'total': jnp.array([1.0 + 1.0j])}, {'lr': 0.5})
-    >>> update, buffers['total']
-    (Array([-0.5+0.5j], dtype=complex64), Array([4.+0.5j], dtype=complex64))
-  """
-  dtype = compute_dtype(grad.dtype)
-  scalars = {k: jnp.asarray(v).astype(dtype) for k, v in scalars.items()}
-
-  def enter(x):
-    if x is None:
-      return None
-    return _as_real(x).astype(dtype)
-
-  def leave(x, like):
-    if x is None:  # a buffer this leaf does not keep (Adafactor's row/col vs variance)
-      return None
-    if jnp.iscomplexobj(like):
-      return _as_complex(x, like.dtype)
-    return x.astype(like.dtype)
-
-  update, new_buffers = math(enter(grad), enter(param),
-                             {k: enter(v) for k, v in buffers.items()}, scalars)
-  return (leave(update, grad),
-          {k: leave(v, buffers[k]) for k, v in new_buffers.items()})
-
-
-def fused_kernel(math: Math, grad: jax.Array, param: jax.Array | None,
-                 buffers: dict[str, jax.Array], scalars: Mapping[str, jax.Array]):
-  """:func:`run_math` over one packed buffer as a Pallas kernel, where one can run.
-
-  Where none compiles (float64, or on CPU, where Pallas only interprets) this is
-  XLA's packed run, unless :func:`~functional_optim.kernels.pallas.pallas_options`
-  asks for interpret mode (the tests do).
-  """
-  from functional_optim.kernels import pallas  # Imported when a fused step is traced.
-  if pallas.will_run(grad.dtype):
-    return pallas.fused_update(math, grad, param, buffers, scalars)
-  return run_math(math, grad, param, buffers, scalars)
 
 
 def check_packable(params: PyTree, name: str, implementation: str) -> None:
@@ -206,26 +117,6 @@ def check_buffer_shapes(state: Any, params: PyTree, buffers: Mapping[str, Any],
             f'state that this transformation\'s init returned for these')
 
 
-def check_state_type(state: Any, state_cls: type, name: str) -> None:
-  """Raises a clear error for a state that another optimizer's ``init`` made.
-
-  Raises:
-    TypeError: ``state`` is not a ``state_cls``.
-
-  Example:
-    >>> import functional_optim as fo, jax.numpy as jnp
-    >>> from functional_optim.kernels.elementwise import check_state_type
-    >>> check_state_type(fo.sgd().init({'w': jnp.zeros(2)}), fo.AdamState, 'adam')
-    Traceback (most recent call last):
-      ...
-    TypeError: adam needs its own state (AdamState), got SGDState: pass the state that this transformation's init returned
-  """
-  if not isinstance(state, state_cls):
-    raise TypeError(f'{name} needs its own state ({state_cls.__name__}), got '
-                    f'{type(state).__name__}: pass the state that this transformation\'s '
-                    f'init returned')
-
-
 def elementwise_transformation(
     *,
     name: str,
@@ -238,8 +129,13 @@ def elementwise_transformation(
     scalar_state: Mapping[str, float] | None = None,
     implementation: str | None = 'loop',
     compiled_out: Mapping[str, str] | None = None,
+    elementwise: bool = True,
 ) -> GradientTransformationExtraArgs:
-  r"""Builds the transformation of an elementwise optimizer.
+  r"""Builds the transformation of an optimizer whose math runs leaf by leaf.
+
+  Elementwise math (SGD, Adam, ...) runs any of the three implementations; math
+  that reads its whole leaf (Muon's matrix products, Adafactor's row and column
+  means) runs per leaf only (``elementwise=False``).
 
   Args:
     name: the optimizer's name, for error messages.
@@ -268,6 +164,12 @@ def elementwise_transformation(
     compiled_out: the hyperparameters a Python 0 left out of this configuration,
       each with the gate that did (``core.hyperparams.compile_out_zeros``), so
       that setting one says how to keep it.
+    elementwise: whether ``math`` is elementwise. False: it reads its whole leaf,
+      so packing leaves into one buffer would mix them; ``implementation`` must
+      then be ``'loop'`` (None means ``'loop'`` whatever the backend's default).
+
+  Raises:
+    ValueError: a packed ``implementation`` for math that is not elementwise.
 
   Returns:
     A transformation whose ``update`` runs, for each leaf :math:`i` with a
@@ -303,6 +205,12 @@ def elementwise_transformation(
     >>> state.step.groups  # b had no gradient: its step parted from a's
     ((0,), (1,))
   """
+  if not elementwise:
+    if implementation not in (None, 'loop'):
+      raise ValueError(f'{name} has one implementation, the per-leaf loop: its math reads '
+                       f'whole params, which implementation={implementation!r} would pack '
+                       f'together')
+    implementation = 'loop'
   hyperparams = dict(hyperparams)
   scalar_state = dict(scalar_state or {})
   kept = [k for k, make in buffers.items() if make is not None]
@@ -324,7 +232,7 @@ def elementwise_transformation(
         lambda params: resolved().init(params),
         lambda *args, **kwargs: resolved().update(*args, **kwargs))
   packed = implementation != 'loop'
-  kernel = fused_kernel if implementation == 'fused' else run_math
+  kernel = run_math_fused if implementation == 'fused' else run_math
   other_options = (f'it was made by {name} with other options or for other params: '
                    f'pass the state that this transformation\'s init returned')
 

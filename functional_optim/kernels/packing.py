@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -326,3 +326,15 @@ def pack_state(state: Any, like: Any) -> Any:
   values = treedef.flatten_up_to(state)
   packed = treedef.unflatten([lay_out(t, v) for t, v in zip(leaves_like, values)])
   return regroup_shared(packed, like)
+
+
+def edit_per_leaf(state: Any, edit: Callable[[Any], Any]) -> Any:
+  """``state`` with ``edit`` applied to its per-leaf view, in ``state``'s layout.
+
+  ``edit`` gets the state with every field a tree that mirrors the params
+  (:func:`unpack_state`) and returns one like it; the result is laid out as
+  ``state`` was (packed, or per-leaf with shared per-param scalars): what loading
+  torch's per-param state or carrying buffers across a layout change needs,
+  without knowing the layout.
+  """
+  return pack_state(edit(unpack_state(state)), state)

@@ -1,6 +1,6 @@
 r"""Runs an optimizer's per-element math over packed buffers as one Pallas kernel.
 
-:func:`fused_update` is :func:`~functional_optim.kernels.elementwise.run_math`
+:func:`fused_update` is :func:`~functional_optim.kernels.evaluation.run_math`
 over the ``[rows, 128]`` buffers of one dtype group (see
 :mod:`functional_optim.kernels.packing`), evaluated by a single
 ``pl.pallas_call``: each program of a 1-D grid loads a ``(block_rows, 128)``
@@ -28,8 +28,8 @@ aliased buffers has no derivative rule, so :func:`fused_update` carries a
 custom JVP: ``jax.grad`` through a step differentiates ``run_math`` (XLA).
 
 Scalars. The 0-d scalars travel as one ``[1, S]`` row and the per-row ones as a
-``[rows, S']`` array, each in the compute dtype (:func:`~functional_optim.kernels.
-elementwise.compute_dtype`: float64 scalars stay float64 for a float64 group,
+``[rows, S']`` array, each in the compute dtype (:func:`~functional_optim.core.
+numerics.compute_dtype`: float64 scalars stay float64 for a float64 group,
 rounded as ``run_math`` rounds them) and padded with zero columns to a power of
 two (Triton's block dims must be powers of two). A bool scalar (Rprop's
 ``first_step``) becomes 1.0/0.0, which is what ``run_math`` turns it into too.
@@ -103,7 +103,8 @@ try:  # The public Pallas API (jax >= 0.12); the backend modules (Triton, Mosaic
 except ImportError:  # jax 0.10 and 0.11 have Pallas under jax.experimental only.
   from jax.experimental import pallas as pl
 
-from functional_optim.kernels.elementwise import Math, compute_dtype, run_math
+from functional_optim.core.numerics import compute_dtype
+from functional_optim.kernels.evaluation import Math, run_math
 
 #: Rows of 128 lanes per program: 32 rows are 4096 elements. An elementwise step
 #: is bound by memory, so a block only has to be large enough to keep the loads
@@ -462,3 +463,16 @@ def fused_update(math: Math, grad: jax.Array, param: jax.Array | None,
     return differentiable_step(*primals), tangents_out
 
   return differentiable_step(grad, param, buffers, scalars)
+
+
+def run_math_fused(math: Math, grad: jax.Array, param: jax.Array | None,
+                   buffers: dict[str, jax.Array], scalars: Mapping[str, jax.Array]):
+  """``run_math`` over one packed buffer: as a Pallas kernel where one can run.
+
+  What ``implementation='fused'`` evaluates per buffer. Where no kernel compiles
+  (float64, or on CPU, where Pallas only interprets) this is XLA's packed run,
+  unless :func:`pallas_options` asks for interpret mode (the tests do).
+  """
+  if will_run(grad.dtype):
+    return fused_update(math, grad, param, buffers, scalars)
+  return run_math(math, grad, param, buffers, scalars)

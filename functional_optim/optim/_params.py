@@ -62,7 +62,7 @@ def _is_array(x) -> bool:
   return isinstance(x, jax.Array) or hasattr(x, '__array__')
 
 
-def _refcounts(values: Sequence[Any]) -> list[int]:
+def refcounts(values: Sequence[Any]) -> list[int]:
   # Always called the same way, so the references this call adds are the same.
   return [sys.getrefcount(x) for x in values]
 
@@ -260,10 +260,10 @@ class ParamSource:
     after the last step that nothing else refers to is itself; anything else is a
     copy, so the caller's array outlives the step."""
     values = self.leaves()
-    counts = _refcounts(values)
+    counts = refcounts(values)
     out = []
     for i, (value, count) in enumerate(zip(values, counts)):
-      # Counted as seal() counts: the storage, _written, one list, _refcounts' own.
+      # Counted as seal() counts: the storage, _written, one list, refcounts' own.
       if value is self._written[i] and count == self._refs[i]:
         out.append(value)
       else:
@@ -282,7 +282,7 @@ class ParamSource:
 
   def seal(self) -> None:
     """Records how many references the values written last have, with only ours left."""
-    self._refs = _refcounts(list(self._written))
+    self._refs = refcounts(list(self._written))
 
   def disown(self) -> None:
     """Forgets ownership: the next step copies every value first (they were handed out)."""
@@ -436,3 +436,41 @@ def _weakrefable(x) -> bool:
   except TypeError:
     return False
   return True
+
+
+def split_by_group(sources: Sequence[ParamSource], grads) -> list:
+  """The user's gradients as one tree per group (each checked: ``ParamSource.grads_tree``).
+
+  With several groups, ``grads`` is a list with one entry per group, a dict by param
+  name (named params), or an nnx model's gradients (groups of its modules).
+  """
+  if len(sources) == 1:
+    return [sources[0].grads_tree(grads)]
+  if _is_nnx_state(grads):
+    unplaceable = [g for g, s in enumerate(sources) if s.module is None and not s._is_pairs()]
+    if unplaceable:
+      raise ValueError(
+          f'a model\'s gradients cannot be matched to group {unplaceable[0]}, whose '
+          f'params are neither a module nor named: give them names '
+          f'(optim.named_parameters(model)), or pass one gradient tree per group')
+    return [s.grads_tree(grads) for s in sources]
+  if isinstance(grads, dict) and all(s.names is not None for s in sources) \
+      and all(is_gradient_leaf(g) or hasattr(g, 'shape') for g in grads.values()):
+    known = {name for s in sources for name in s.names}
+    unknown = sorted(set(grads) - known)
+    if unknown:
+      raise KeyError(f'gradients for unknown params {unknown}; the params are '
+                     f'{[s.names[i] for s in sources for i in s.order]}')
+    return [s.grads_tree(_named_grads(s, grads)) for s in sources]
+  if not isinstance(grads, (list, tuple)) or len(grads) != len(sources):
+    raise ValueError(f'with {len(sources)} param groups, grads must be a list with one '
+                     'entry per group (or a dict by param name, or an nnx model\'s '
+                     'gradients when the groups are its modules)')
+  return [s.grads_tree(g) for s, g in zip(sources, grads)]
+
+
+def _named_grads(source: ParamSource, grads: dict) -> Any:
+  """The entries of a dict by name that belong to ``source``'s params."""
+  if source.treedef == jax.tree.structure(list(range(len(source.names or [])))):
+    return {name: grads.get(name) for name in source.names}
+  return source.treedef.unflatten([grads.get(name) for name in source.names])

@@ -17,29 +17,28 @@ compiles per closure code (``_closures``).
 
 from __future__ import annotations
 
-import functools
-import inspect
-import sys
 import warnings
 from itertools import chain as chain_iters
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from functional_optim.core.hyperparams import given_dtype
-from functional_optim.core.transform import GradientTransformationExtraArgs, apply_updates
-from functional_optim.core.tree import is_gradient_leaf
+from functional_optim.core.transform import (
+    GradientTransformationExtraArgs, apply_updates, one_per_entry)
+from functional_optim.core.tree import check_same_layout
 from functional_optim.distributed.checkpoint import abstract_state
 from functional_optim.distributed.sharding import init_sharded
-from functional_optim.interop.torch_state import to_numpy
-from functional_optim.kernels.packing import pack_state, unpack_state
+from functional_optim.kernels.packing import edit_per_leaf, unpack_state
 from functional_optim.optim import _closure_step, _hooks, _state_dict
+from functional_optim.optim._accumulation import GradAccumulation
 from functional_optim.optim._closures import ClosureCache
 from functional_optim.optim._hooks import (
     HookRegistries, register_optimizer_step_post_hook, register_optimizer_step_pre_hook)
-from functional_optim.optim._params import ParamSource, is_nnx_module, named_parameters
+from functional_optim.optim._groups import (
+    ParamGroup, ParamsView, class_defaults, numeric_data, signature)
+from functional_optim.optim._params import (
+    ParamSource, is_nnx_module, named_parameters, refcounts, split_by_group)
 
 __all__ = ['Optimizer', 'named_parameters', 'register_optimizer_step_post_hook',
            'register_optimizer_step_pre_hook']
@@ -47,112 +46,7 @@ __all__ = ['Optimizer', 'named_parameters', 'register_optimizer_step_post_hook',
 _NOT_HYPERPARAMS = ('params', 'param_names')
 
 
-
-def _freeze(value):
-  if isinstance(value, (list, tuple)):
-    return tuple(_freeze(v) for v in value)
-  if isinstance(value, dict):
-    return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-  return value
-
-
-def _as_tuple(value):
-  return tuple(value) if isinstance(value, list) else value  # betas edited or loaded as a list
-
-
-def _data_dtype(value) -> np.dtype:
-  """The dtype a numeric hyperparameter runs in: a tensor's or array's own, a
-  number's (``core.hyperparams.given_dtype``)."""
-  return given_dtype(to_numpy(value) if hasattr(value, 'dtype') else value)
-
-
-def _as_data(value, name: str = 'a hyperparameter') -> np.ndarray:
-  """A numeric hyperparameter of a param group as the array the compiled step takes.
-
-  Raises:
-    TypeError: not a number (torch's error type: its checks compare with floats).
-  """
-  if isinstance(value, (str, bytes)) or not (
-      isinstance(value, (int, float, np.number)) or hasattr(value, 'dtype')):
-    raise TypeError(f'{name} must be a number or a scalar array, got {value!r}')
-  data = np.asarray(to_numpy(value))
-  if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
-    raise TypeError(f'{name} must be a number or a scalar array, got {value!r}')
-  return data.astype(_data_dtype(value), copy=False)
-
-
-def _immutable(value) -> bool:
-  if isinstance(value, tuple):
-    return all(map(_immutable, value))
-  return isinstance(value, (bool, int, float, np.generic, jax.Array))
-
-
-def _refcounts(leaves: Sequence[Any]) -> list[int]:
-  return [sys.getrefcount(x) for x in leaves]  # see ParamSource.owned_leaves
-
-
-class ParamGroup(dict):
-  """A param group: torch's dict, which notices edits that change the program.
-
-  An edit of a structural option (``amsgrad``, ``nesterov``, ``foreach``...) or a
-  numeric hyperparameter changing kind (a float lr becoming a float32 tensor)
-  rebuilds the group's step; other edits are data.
-  """
-
-  def __init__(self, values: dict, dynamic: Sequence[str]):
-    super().__init__(values)
-    self._dynamic = frozenset(dynamic)
-    self.edited = False
-
-  def __setitem__(self, key, value):
-    if key not in self._dynamic or (key in self and _kind(self[key]) != _kind(value)):
-      self.edited = True
-    super().__setitem__(key, value)
-
-  def _edit(name):
-    def method(self, *args, **kwargs):
-      self.edited = True
-      return getattr(dict, name)(self, *args, **kwargs)
-    return method
-
-  update = _edit('update')
-  setdefault = _edit('setdefault')
-  pop = _edit('pop')
-  popitem = _edit('popitem')
-  clear = _edit('clear')
-  __delitem__ = _edit('__delitem__')
-  __ior__ = _edit('__ior__')
-  del _edit
-
-
-def _kind(value):
-  return type(value) if not hasattr(value, 'dtype') else ('array', str(value.dtype))
-
-
-class ParamsView(Sequence):
-  """``group['params']``: the group's current params in torch's order, read when
-  asked (holding none, so a step may donate the buffers it owns)."""
-
-  def __init__(self, source: ParamSource):
-    self._source = source
-
-  def __len__(self) -> int:
-    return len(self._source.order)
-
-  def __getitem__(self, k):
-    if isinstance(k, slice):
-      return [self[i] for i in range(len(self))[k]]
-    leaf = self._source.order[k]
-    variables = self._source.variables
-    if variables is not None and variables[leaf] is not None:
-      return variables[leaf]
-    return self._source.leaves()[leaf]
-
-  def __repr__(self) -> str:
-    return f'<{len(self)} params>'
-
-
-class Optimizer(HookRegistries):
+class Optimizer(GradAccumulation, HookRegistries):
   r"""Base class of the torch-like optimizers (``torch.optim.Optimizer``).
 
   Subclasses name their functional builder (``_builder``) and which
@@ -294,16 +188,10 @@ class Optimizer(HookRegistries):
     self._signatures.append(self._signature(group))
     self._states.append(state)
     self._state_refs.append(None)  # made by init: the next step copies nothing it
-    self._state_refs[-1] = _refcounts(jax.tree.leaves(self._states[-1]))
+    self._state_refs[-1] = refcounts(jax.tree.leaves(self._states[-1]))
 
   def _signature(self, group) -> tuple:
-    # A numeric hyperparameter's value is data, its dtype is not: a Python float
-    # and a float32 tensor lr run different scalar arithmetic (given_dtype).
-    structural = tuple((k, _freeze(group[k])) for k in self.defaults
-                       if k not in self._dynamic)
-    dtypes = tuple((k, _freeze(jax.tree.map(_data_dtype, _as_tuple(group[k]))))
-                   for k in self._dynamic)
-    return structural + dtypes
+    return signature(group, self.defaults, self._dynamic)
 
   def _build(self, group, hyperparams=None) -> GradientTransformationExtraArgs:
     """The group's functional transformation.
@@ -319,22 +207,7 @@ class Optimizer(HookRegistries):
     return type(self)._builder(**structural, **hyperparams)
 
   def _hyperparams(self, group) -> dict[str, Any]:
-    """The group's numeric hyperparameters as the compiled step takes them.
-
-    Converted (and put on the device) once per value: a step whose group holds the
-    numbers of the last one reuses their arrays. Only immutable values are kept so
-    (numbers, jax arrays): a numpy array or torch tensor may change in place.
-    """
-    values = [group[name] for name in self._dynamic]
-    kept = getattr(group, '_data', None)
-    if kept is not None and all(a is b for a, b in zip(kept[0], values)):
-      return kept[1]
-    data = {name: jax.tree.map(functools.partial(_as_data, name=name), _as_tuple(value))
-            for name, value in zip(self._dynamic, values)}
-    if isinstance(group, ParamGroup) and all(map(_immutable, values)):
-      data = jax.device_put(data)
-      group._data = (values, data)
-    return data
+    return numeric_data(group, self._dynamic)
 
   def _refresh_structure(self) -> None:
     """Rebuilds a group's transformation when an edit changed its program."""
@@ -350,19 +223,22 @@ class Optimizer(HookRegistries):
       fresh = init_sharded(transform, self._sources[i].tree)
       # Edits of foreach/fused change the layout: carry the state over per leaf.
       # The hyperparameters are the group's (their dtypes may be what changed).
-      old, plain = unpack_state(self._states[i]), unpack_state(fresh)
-      kept = {f: getattr(old, f) for f in plain._fields
-              if f in old._fields and f != 'hyperparams' and getattr(plain, f) is not None
-              and getattr(old, f) is not None}
+      old = unpack_state(self._states[i])
+
+      def carry_over(plain, old=old):
+        return plain._replace(**{
+            f: getattr(old, f) for f in plain._fields
+            if f in old._fields and f != 'hyperparams' and getattr(plain, f) is not None
+            and getattr(old, f) is not None})
       self._transforms[i], self._signatures[i] = transform, signature
-      self._states[i] = pack_state(plain._replace(**kept), fresh)
+      self._states[i] = edit_per_leaf(fresh, carry_over)
       self._state_refs[i] = None  # carried buffers: copied at the next step
 
   def _loaded_group(self, g: int, saved: dict, live: dict) -> dict:
     """A saved group as this optimizer's group ``g``: torch's defaults for options
     an older torch did not save, this optimizer's ``param_names``."""
     group = {k: v for k, v in saved.items() if k not in ('params', 'param_names')}
-    for name, default in _class_defaults(type(self)).items():
+    for name, default in class_defaults(type(self)).items():
       if name not in group and name not in self._dynamic:
         group[name] = default  # what torch's __setstate__ fills in for older dicts
     group.update(self._forced)
@@ -374,17 +250,41 @@ class Optimizer(HookRegistries):
       group['param_names'] = live['param_names']
     return group
 
-  def _loaded(self, saved_groups: list[dict]) -> tuple[list[dict], list, list]:
-    """Saved groups as this optimizer's (``_loaded_group``), each with its
-    transformation (built: torch's checks of every loaded hyperparameter) and the
-    abstract state that transformation makes: what ``distributed.restore_optimizer``
-    checks and reads onto before anything changes."""
+  def load_param_groups(self, param_groups: list[dict],
+                        read_states: Callable[[list], list]) -> None:
+    """Replaces every group's settings and state at once, all or nothing: what the
+    checkpoint helpers (``fo.distributed.restore_optimizer``) load through.
+
+    ``param_groups`` are saved settings, one dict per group (``params`` and
+    ``param_names`` are ignored: the groups keep theirs). They are checked as the
+    constructor checks them (torch's errors); options a group lacks take the
+    class's defaults, and the class's fixed options stay (an AdamW stays AdamW).
+    ``read_states(targets)`` gets, per group, the abstract state those settings
+    make (``jax.ShapeDtypeStruct`` leaves with this optimizer's shardings) and
+    returns the states to load. If anything raises, nothing has changed.
+
+    Raises:
+      KeyError: a group lacks a setting this optimizer has and the class no default.
+      TypeError, ValueError: settings the constructor would refuse.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from functional_optim import optim
+      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=0.1, momentum=0.9)
+      >>> settings = [{'lr': 0.5, 'momentum': 0.9, 'dampening': 0.0, 'weight_decay': 0.0,
+      ...              'nesterov': False}]
+      >>> opt.load_param_groups(settings, lambda targets: [jax.tree.map(
+      ...     lambda t: jnp.ones(t.shape, t.dtype), target) for target in targets])
+      >>> opt.param_groups[0]['lr'], opt.opt_state.momentum_buffer['w']
+      (0.5, Array([1., 1.], dtype=float32))
+    """
     groups = [self._loaded_group(g, saved, live)
-              for g, (saved, live) in enumerate(zip(saved_groups, self.param_groups))]
+              for g, (saved, live) in enumerate(zip(param_groups, self.param_groups))]
     transforms = [self._build(group) for group in groups]
     targets = [abstract_state(transform, source.tree)
                for transform, source in zip(transforms, self._sources)]
-    return groups, transforms, targets
+    states = read_states(targets)
+    self._commit_groups(groups, transforms, states)
 
   def _commit_groups(self, groups: list[dict], transforms: list, states: list) -> None:
     """Replaces every group's settings, transformation and state at once."""
@@ -447,7 +347,7 @@ class Optimizer(HookRegistries):
         return None
       group_grads = self._grads
     else:
-      group_grads = self._split_by_group(grads)
+      group_grads = split_by_group(self._sources, grads)
     self._refresh_structure()
     outputs = self._compiled_step()(self._owned_params(), self._owned_states(), group_grads,
                                     [self._hyperparams(group) for group in self.param_groups])
@@ -465,7 +365,7 @@ class Optimizer(HookRegistries):
     states = []
     for state, refs in zip(self._states, self._state_refs):
       leaves, treedef = jax.tree.flatten(state)
-      counts = _refcounts(leaves)
+      counts = refcounts(leaves)
       if refs is None or counts != refs:
         leaves = [x if refs is not None and c == r else jnp.array(x, copy=True)
                   for x, c, r in zip(leaves, counts, refs or [None] * len(leaves))]
@@ -481,7 +381,7 @@ class Optimizer(HookRegistries):
     """Records the references the new buffers have, with only the facade's left."""
     for source in self._sources:
       source.seal()
-    self._state_refs = [_refcounts(jax.tree.leaves(state)) for state in self._states]
+    self._state_refs = [refcounts(jax.tree.leaves(state)) for state in self._states]
 
   def _compiled_step(self) -> Callable:
     key = tuple(self._signatures)
@@ -499,34 +399,6 @@ class Optimizer(HookRegistries):
       self._compiled[key] = jax.jit(update, donate_argnums=(0, 1))
     return self._compiled[key]
 
-  def _split_by_group(self, grads) -> list:
-    """The user's gradients as one tree per group (checked, see ParamSource.grads_tree)."""
-    sources = self._sources
-    if len(sources) == 1:
-      return [sources[0].grads_tree(grads)]
-    if _is_model_state(grads):
-      unplaceable = [g for g, s in enumerate(sources) if s.module is None and not s._is_pairs()]
-      if unplaceable:
-        raise ValueError(
-            f'a model\'s gradients cannot be matched to group {unplaceable[0]}, whose '
-            f'params are neither a module nor named: give them names '
-            f'(optim.named_parameters(model)), or pass one gradient tree per group')
-      return [s.grads_tree(grads) for s in sources]
-    if isinstance(grads, dict) and all(s.names is not None for s in sources) \
-        and not _is_model_state(grads) and all(is_gradient_leaf(g) or hasattr(g, 'shape')
-                                               for g in grads.values()):
-      known = {name for s in sources for name in s.names}
-      unknown = sorted(set(grads) - known)
-      if unknown:
-        raise KeyError(f'gradients for unknown params {unknown}; the params are '
-                       f'{[s.names[i] for s in sources for i in s.order]}')
-      return [s.grads_tree(_named_grads(s, grads)) for s in sources]
-    if not isinstance(grads, (list, tuple)) or len(grads) != len(sources):
-      raise ValueError(f'with {len(sources)} param groups, grads must be a list with one '
-                       'entry per group (or a dict by param name, or an nnx model\'s '
-                       'gradients when the groups are its modules)')
-    return [s.grads_tree(g) for s, g in zip(sources, grads)]
-
   def _compilations(self) -> int:
     """How many programs the steps compiled so far (tests count them)."""
     return sum(fn._cache_size() for fn in
@@ -539,82 +411,6 @@ class Optimizer(HookRegistries):
     """Inside the compiled closure step: the loss, and every group's update."""
     return _closure_step.update_all(self, transforms, params, states, rest, objective,
                                     returns_grads)
-
-  # --------------------------------------------------------------------------
-  # Gradients kept between calls (torch's .grad, for accumulation)
-
-  def accumulate_grad(self, grads) -> None:
-    """Adds ``grads`` to the gradients that a later ``step()`` uses (torch's
-    ``backward`` accumulating into ``.grad``); ``None`` entries add nothing.
-
-    Checked as ``step`` checks: a gradient of another shape is an error, not a
-    broadcast.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from functional_optim import optim
-      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
-      >>> for micro_batch_grads in ({'w': jnp.ones(2)}, {'w': jnp.full(2, 2.0)}):
-      ...   opt.accumulate_grad(micro_batch_grads)
-      >>> opt.step()  # with the sum, 3
-      >>> opt.params['w']
-      Array([-3., -3.], dtype=float32)
-    """
-    new = self._split_by_group(grads)
-    if self._grads is None:
-      self._grads = new
-      return
-
-    def add(old, fresh):
-      if old is None:
-        return fresh
-      return old if fresh is None else old + fresh
-    self._grads = [jax.tree.map(add, old, fresh, is_leaf=lambda x: x is None)
-                   for old, fresh in zip(self._grads, new)]
-
-  def zero_grad(self, set_to_none: bool = True) -> None:
-    """Clears the accumulated gradients (to None, or to zeros with ``set_to_none=False``).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from functional_optim import optim
-      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
-      >>> opt.accumulate_grad({'w': jnp.ones(2)})
-      >>> opt.zero_grad()
-      >>> opt.step()  # no gradient: nothing to do
-      >>> opt.params['w']
-      Array([0., 0.], dtype=float32)
-    """
-    if self._grads is None:
-      return
-    self._grads = None if set_to_none else [
-        jax.tree.map(lambda g: None if g is None else jnp.zeros_like(g), grads,
-                     is_leaf=lambda x: x is None) for grads in self._grads]
-
-  @property
-  def grads(self):
-    """The accumulated gradients (torch's ``.grad``), in the structure of :attr:`params`;
-    assign clipped ones back before ``step()``. None before any :meth:`accumulate_grad`.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> import functional_optim as fo
-      >>> from functional_optim import optim
-      >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
-      >>> opt.accumulate_grad({'w': jnp.array([3.0, 4.0])})
-      >>> opt.grads, norm = fo.clipped_by_norm(opt.grads, 1.0)  # torch's clip_grad_norm_
-      >>> opt.step()
-      >>> float(norm), opt.params['w'].round(4)
-      (5.0, Array([-0.6, -0.8], dtype=float32))
-    """
-    if self._grads is None:
-      return None
-    trees = [source.user_grads(tree) for source, tree in zip(self._sources, self._grads)]
-    return trees[0] if len(trees) == 1 else trees
-
-  @grads.setter
-  def grads(self, grads) -> None:
-    self._grads = None if grads is None else self._split_by_group(grads)
 
   # --------------------------------------------------------------------------
   # Views and the functional escape hatch
@@ -670,19 +466,7 @@ class Optimizer(HookRegistries):
       Array([-0.1, -0.1], dtype=float32)
     """
     transforms = [self._build(group) for group in self.param_groups]
-    if len(transforms) == 1:
-      return transforms[0]
-
-    def init(params):
-      return tuple(tx.init(p) for tx, p in zip(transforms, params))
-
-    def update(updates, state, params=None, **extra):
-      params = [None] * len(transforms) if params is None else params
-      out = [tx.update(u, s, p, **extra)
-             for tx, u, s, p in zip(transforms, updates, state, params)]
-      return [u for u, _ in out], tuple(s for _, s in out)
-
-    return GradientTransformationExtraArgs(init, update)
+    return transforms[0] if len(transforms) == 1 else one_per_entry(transforms)
 
   @property
   def opt_state(self):
@@ -708,15 +492,7 @@ class Optimizer(HookRegistries):
     if len(states) != len(self._states):
       raise ValueError(f'expected {len(self._states)} group states, got {len(states)}')
     for g, (new, old) in enumerate(zip(states, self._states)):
-      if jax.tree.structure(new) != jax.tree.structure(old):
-        raise ValueError(f'the state of group {g} has another structure than this '
-                         f'optimizer\'s:\n  given: {jax.tree.structure(new)}\n  '
-                         f'ours:  {jax.tree.structure(old)}')
-      for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)):
-        if np.shape(a) != np.shape(b) or jnp.result_type(a) != jnp.result_type(b):
-          raise ValueError(f'the state of group {g} has a leaf of shape {np.shape(a)} '
-                           f'and dtype {jnp.result_type(a)} where this optimizer keeps '
-                           f'{np.shape(b)} {jnp.result_type(b)}')
+      check_same_layout(new, old, f'the state of group {g}')
     self._states = [jax.tree.map(lambda x: x, s) for s in states]
     self._state_refs = [None] * len(states)  # the caller's buffers: copied at the next step
 
@@ -814,26 +590,3 @@ class Optimizer(HookRegistries):
       lines.append(f'Parameter Group {i}')
       lines += [f'    {k}: {group[k]}' for k in sorted(group) if k not in _NOT_HYPERPARAMS]
     return '\n'.join(lines + [')'])
-
-
-def _is_model_state(x) -> bool:
-  nnx = sys.modules.get('flax.nnx')
-  return nnx is not None and isinstance(x, nnx.State)
-
-
-def _named_grads(source: ParamSource, grads: dict) -> Any:
-  """The entries of a dict by name that belong to ``source``'s params."""
-  if source.treedef == jax.tree.structure(list(range(len(source.names or [])))):
-    return {name: grads.get(name) for name in source.names}
-  return source.treedef.unflatten([grads.get(name) for name in source.names])
-
-
-def _class_defaults(cls) -> dict[str, Any]:
-  """The defaults of an optimizer class's constructor (torch fills these in when a
-  loaded group lacks them)."""
-  try:
-    parameters = inspect.signature(cls.__init__).parameters.values()
-  except (TypeError, ValueError):
-    return {}
-  return {p.name: p.default for p in parameters
-          if p.name not in ('self', 'params') and p.default is not inspect.Parameter.empty}

@@ -44,22 +44,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from functional_optim.core.numerics import python_max, python_min
+
 #: Sufficient-decrease (Armijo) constant, as torch passes it.
 C1 = 1e-4
 #: Curvature constant, as torch passes it.
 C2 = 0.9
 #: The search's own bracket tolerance; torch never passes the optimizer's.
 TOLERANCE_CHANGE = 1e-9
-
-
-def py_max(a, b):
-  """Python's ``max(a, b)``: ``a`` unless ``b > a`` (so a NaN ``a`` is kept)."""
-  return jnp.where(b > a, b, a)
-
-
-def py_min(a, b):
-  """Python's ``min(a, b)``: ``a`` unless ``b < a`` (so a NaN ``a`` is kept)."""
-  return jnp.where(b < a, b, a)
 
 
 def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None, *, tensors=None):
@@ -209,9 +201,9 @@ def strong_wolfe(
     b, bt, bf, bgtd = s.bracket, s.bracket_tensor, s.bracket_f, s.bracket_gtd
     t_new, t_tensor = cubic_interpolate(b[0], bf[0], bgtd[0], b[1], bf[1], bgtd[1],
                                         tensors=(bt[0], bt[1]))
-    b_max, b_min = py_max(b[0], b[1]), py_min(b[0], b[1])
+    b_max, b_min = python_max(b[0], b[1]), python_min(b[0], b[1])
     eps = 0.1 * (b_max - b_min)
-    near_end = py_min(b_max - t_new, t_new - b_min) < eps
+    near_end = python_min(b_max - t_new, t_new - b_min) < eps
     # Close to an end twice in a row, or at/outside it: step 0.1·len inside.
     move = s.insuf_progress | (t_new >= b_max) | (t_new <= b_min)
     moved = jnp.where(jnp.abs(t_new - b_max) < jnp.abs(t_new - b_min),

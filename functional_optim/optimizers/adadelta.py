@@ -103,11 +103,10 @@ def adadelta(
     lr: learning rate :math:`\gamma`, a factor on :math:`\Delta_t`.
     rho: decay :math:`\rho` of both running averages, in ``[0, 1]``.
     eps: :math:`\epsilon`, added inside both square roots.
-    weight_decay: L2 penalty :math:`\lambda` (the Python number 0 compiles it out).
-    maximize: maximize the objective instead of minimizing it.
-    foreach, capturable, differentiable: torch's implementation switches,
-      accepted as torch accepts them. Every implementation computes the same
-      update, and every update is differentiable with ``jax.grad``.
+    weight_decay: {weight_decay}
+    maximize: {maximize}
+    foreach, capturable, differentiable: {torch_switches}
+    implementation: {implementation}
 
   Example:
     >>> import jax.numpy as jnp

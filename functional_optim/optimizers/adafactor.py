@@ -188,9 +188,9 @@ def adafactor(
     d: clipping threshold :math:`d \ge 1` on the RMS of the update.
     weight_decay: decoupled weight decay :math:`\lambda` (the Python number 0
       compiles it out).
-    foreach: torch's implementation switch; every implementation computes the
-      same update.
-    maximize: maximize the objective instead of minimizing it.
+    foreach: torch's implementation switch; Adafactor has one
+      implementation, the per-leaf loop.
+    maximize: {maximize}
 
   Raises:
     RuntimeError: from ``init``, for complex params (as torch's ``step``).
@@ -233,6 +233,7 @@ def adafactor(
                    lr_dtype=array_dtype(lr)),
       needs_params=True,  # The step size is relative to the param's RMS.
       compiled_out=compiled_out,
+      elementwise=False,
   )
 
   def init(params):

@@ -98,16 +98,15 @@ def adagrad(
   Args:
     lr: learning rate :math:`\gamma`.
     lr_decay: :math:`\eta`, the learning rate's decay with the step count.
-    weight_decay: L2 penalty :math:`\lambda` (the Python number 0 compiles it out).
+    weight_decay: {weight_decay}
     initial_accumulator_value: the value ``sum`` starts at (complex params:
       ``iav + iav·j``). A number or an array, not a schedule: it only seeds the
       state, so it is no hyperparameter of the steps (torch, too, ignores later
       edits of it).
     eps: :math:`\epsilon`, added after the square root.
-    maximize: maximize the objective instead of minimizing it.
-    foreach, differentiable, fused: torch's implementation switches, checked as
-      torch checks them. Every implementation computes the same update, and
-      every update is differentiable with ``jax.grad``.
+    maximize: {maximize}
+    foreach, differentiable, fused: {torch_switches}
+    implementation: {implementation}
 
   Example:
     >>> import jax.numpy as jnp

@@ -108,11 +108,10 @@ def adam(
     eps: :math:`\epsilon`, added after the square root and the bias correction.
     weight_decay: :math:`\lambda` (the Python number 0 compiles it out).
     amsgrad: keep the running max of the second moment.
-    maximize: maximize the objective instead of minimizing it.
+    maximize: {maximize}
     decoupled_weight_decay: AdamW's decay of the param instead of an L2 term.
-    foreach, fused, capturable, differentiable: torch's implementation
-      switches, checked as torch checks them. Every implementation computes the
-      same update, and every update is differentiable with ``jax.grad``.
+    foreach, fused, capturable, differentiable: {torch_switches}
+    implementation: {implementation}
 
   Example:
     >>> import jax, jax.numpy as jnp

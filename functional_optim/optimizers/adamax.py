@@ -92,11 +92,10 @@ def adamax(
     lr: learning rate :math:`\gamma`.
     betas: :math:`(\beta_1, \beta_2)`, each a number, array or schedule.
     eps: :math:`\epsilon`, added to :math:`|g_t|` inside the max.
-    weight_decay: L2 penalty :math:`\lambda` (the Python number 0 compiles it out).
-    maximize: maximize the objective instead of minimizing it.
-    foreach, differentiable, capturable: torch's implementation switches,
-      accepted as torch accepts them. Every implementation computes the same
-      update, and every update is differentiable with ``jax.grad``.
+    weight_decay: {weight_decay}
+    maximize: {maximize}
+    foreach, differentiable, capturable: {torch_switches}
+    implementation: {implementation}
 
   Example:
     >>> import jax.numpy as jnp

@@ -112,12 +112,10 @@ def asgd(
     lambd: decay term :math:`\lambda_d`.
     alpha: power :math:`\alpha` of the eta schedule.
     t0: the step after which averaging starts.
-    weight_decay: L2 penalty :math:`\lambda` (the Python number 0 compiles it out).
-    maximize: maximize the objective instead of minimizing it.
-    foreach, differentiable, capturable: torch's implementation switches,
-      checked as torch checks them. Every implementation computes the same
-      update (the for-loop's), and every update is differentiable with
-      ``jax.grad``.
+    weight_decay: {weight_decay}
+    maximize: {maximize}
+    foreach, differentiable, capturable: {torch_switches}
+    implementation: {implementation}
 
   Example:
     >>> import jax.numpy as jnp

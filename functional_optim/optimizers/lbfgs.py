@@ -24,10 +24,10 @@ from functional_optim.core.hyperparams import (
     ScalarOrSchedule, current_hyperparams, initial_hyperparams)
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.tree import check_float_params, check_gradient_tree, is_none
-from functional_optim.core.validation import check_at_least, concrete_value
-from functional_optim.kernels.elementwise import check_state_type, compute_dtype
+from functional_optim.core.numerics import compute_dtype, python_min, view_as_complex, view_as_real
+from functional_optim.core.validation import check_at_least, check_state_type, concrete_value
 from functional_optim.optimizers._builder import mirrors
-from functional_optim.optimizers._line_search import py_min, strong_wolfe
+from functional_optim.optimizers._line_search import strong_wolfe
 
 PyTree = Any
 
@@ -110,10 +110,6 @@ class LBFGSState(NamedTuple):
 # Flat vectors.
 
 
-def _as_real(x):
-  return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1) if jnp.iscomplexobj(x) else x
-
-
 class _FlatView(NamedTuple):
   """Ravels params-shaped trees into one real vector in tree order, and back."""
   treedef: Any
@@ -136,7 +132,7 @@ class _FlatView(NamedTuple):
   def ravel(self, leaves) -> jax.Array:
     """Leaves (None for a missing gradient: zeros) as one flat vector."""
     parts = [jnp.zeros(np.size(p) * (2 if jnp.iscomplexobj(p) else 1), self.dtype)
-             if x is None else _as_real(x).reshape(-1).astype(self.dtype)
+             if x is None else view_as_real(x).reshape(-1).astype(self.dtype)
              for x, p in zip(leaves, self.leaves)]
     return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
 
@@ -147,7 +143,7 @@ class _FlatView(NamedTuple):
       if jnp.iscomplexobj(p):
         n = 2 * int(np.prod(shape))
         pairs = flat[offset:offset + n].reshape(*shape, 2)
-        out.append(lax.complex(pairs[..., 0], pairs[..., 1]).astype(p.dtype))
+        out.append(view_as_complex(pairs, p.dtype))
       else:
         n = int(np.prod(shape))
         out.append(flat[offset:offset + n].reshape(shape).astype(p.dtype))
@@ -276,7 +272,7 @@ def _lbfgs_step(x, loss, flat_grad, state: LBFGSState, hp, evaluate, *, max_iter
     # Only the first-ever iteration scales the step by the gradient's size;
     # torch's step is then a 0-d tensor when 1/‖g‖₁ < 1, else a Python float.
     inverse_norm = 1.0 / jnp.sum(jnp.abs(g))
-    t = jnp.where(first, py_min(one, inverse_norm) * lr, lr)
+    t = jnp.where(first, python_min(one, inverse_norm) * lr, lr)
     t_is_tensor = first & (inverse_norm < one)
     gtd = jnp.dot(g, d)
     no_descent = gtd > -tolerance_change

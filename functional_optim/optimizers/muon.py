@@ -263,6 +263,7 @@ def muon(
                    lr_dtype=array_dtype(lr)),
       needs_params=has_weight_decay,
       compiled_out=compiled_out,
+      elementwise=False,
   )
 
   def init(params):

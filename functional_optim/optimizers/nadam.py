@@ -121,10 +121,9 @@ def nadam(
       :math:`\beta_1`.
     decoupled_weight_decay: decay the param (NAdamW) instead of adding an L2
       term to the gradient.
-    maximize: maximize the objective instead of minimizing it.
-    foreach, capturable, differentiable: torch's implementation switches,
-      checked as torch checks them. Every implementation computes the same
-      update, and every update is differentiable with ``jax.grad``.
+    maximize: {maximize}
+    foreach, capturable, differentiable: {torch_switches}
+    implementation: {implementation}
 
   Example:
     >>> import jax.numpy as jnp

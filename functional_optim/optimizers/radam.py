@@ -128,10 +128,9 @@ def radam(
     weight_decay: :math:`\lambda` (the Python number 0 compiles it out).
     decoupled_weight_decay: decay the param (AdamW-style) instead of adding an
       L2 term to the gradient.
-    maximize: maximize the objective instead of minimizing it.
-    foreach, capturable, differentiable: torch's implementation switches,
-      checked as torch checks them. Every implementation computes the same
-      update, and every update is differentiable with ``jax.grad``.
+    maximize: {maximize}
+    foreach, capturable, differentiable: {torch_switches}
+    implementation: {implementation}
 
   Example:
     >>> import jax.numpy as jnp

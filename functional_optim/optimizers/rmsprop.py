@@ -117,16 +117,15 @@ def rmsprop(
     lr: learning rate :math:`\gamma`.
     alpha: smoothing constant :math:`\alpha` of the averages.
     eps: :math:`\epsilon`, added after the square root.
-    weight_decay: L2 penalty :math:`\lambda` (the Python number 0 compiles it out).
+    weight_decay: {weight_decay}
     momentum: momentum factor :math:`\mu`. The Python number 0 (the default)
       builds RMSprop with no buffer; an array or schedule keeps the buffer, used
       while :math:`\mu > 0`.
     centered: normalize by an estimate of the gradient's variance instead of
       its second moment.
-    maximize: maximize the objective instead of minimizing it.
-    capturable, foreach, differentiable: torch's implementation switches,
-      accepted as torch accepts them. Every implementation computes the same
-      update, and every update is differentiable with ``jax.grad``.
+    maximize: {maximize}
+    capturable, foreach, differentiable: {torch_switches}
+    implementation: {implementation}
 
   Example:
     >>> import jax.numpy as jnp

@@ -120,10 +120,9 @@ def rprop(
       size, with :math:`0 < \eta_- < 1 < \eta_+`.
     step_sizes: :math:`(\Gamma_{\min}, \Gamma_{\max})`, the bounds of a step
       size (unchecked, as in torch).
-    maximize: maximize the objective instead of minimizing it.
-    capturable, foreach, differentiable: torch's implementation switches,
-      checked as torch checks them. Every implementation computes the same
-      update, and every update is differentiable with ``jax.grad``.
+    maximize: {maximize}
+    capturable, foreach, differentiable: {torch_switches}
+    implementation: {implementation}
 
   Example:
     >>> import jax.numpy as jnp

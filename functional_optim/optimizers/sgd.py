@@ -94,12 +94,11 @@ def sgd(
     momentum: momentum factor :math:`\mu`. The Python number 0 (the default)
       builds plain SGD with no buffer; an array or schedule keeps the buffer.
     dampening: dampening :math:`\tau` of the momentum.
-    weight_decay: L2 penalty :math:`\lambda` (the Python number 0 compiles it out).
+    weight_decay: {weight_decay}
     nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
-    maximize: maximize the objective instead of minimizing it.
-    foreach, fused, differentiable: torch's implementation switches, checked as
-      torch checks them. Every implementation computes the same update, and
-      every update is differentiable with ``jax.grad``.
+    maximize: {maximize}
+    foreach, fused, differentiable: {torch_switches}
+    implementation: {implementation}
 
   Example:
     >>> import jax.numpy as jnp

@@ -13,9 +13,9 @@ from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.numerics import as_python_float, in_dtype_of
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.core.tree import check_gradient_tree, check_state_tree
-from functional_optim.core.validation import check_beta, check_greater_than, check_pair
-from functional_optim.kernels.elementwise import (
-    check_state_type, elementwise_transformation)
+from functional_optim.core.validation import (
+    check_beta, check_greater_than, check_pair, check_state_type)
+from functional_optim.kernels.elementwise import elementwise_transformation
 from functional_optim.optimizers._builder import mirrors
 from functional_optim.optimizers._shared import ascent_or_descent
 
@@ -140,7 +140,7 @@ def sparse_adam(
     lr: learning rate :math:`\gamma > 0`.
     betas: :math:`(\beta_1, \beta_2)`, each in :math:`[0, 1)`.
     eps: :math:`\epsilon > 0`, added after the square root, not bias-corrected.
-    maximize: maximize the objective instead of minimizing it.
+    maximize: {maximize}
 
   Raises:
     ValueError: from ``init``, for sparse or complex params (``i`` in torch's
