@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from functional_optim.schedules import _formulas as F
-from functional_optim.schedules._schedule import TorchSchedule
+from functional_optim.schedules import formulas
+from functional_optim.schedules.base import TorchSchedule
+from functional_optim.schedules.checks import check_anneal_strategy
 
 
 def check_swalr_arguments(anneal_strategy: str, anneal_epochs: int) -> None:
@@ -21,9 +22,7 @@ def check_swalr_arguments(anneal_strategy: str, anneal_epochs: int) -> None:
       ...
     ValueError: anneal_epochs must be equal or greater than 0, got -1
   """
-  if anneal_strategy not in ('cos', 'linear'):
-    raise ValueError("anneal_strategy must be one of 'cos' or 'linear', instead got "
-                     f'{anneal_strategy}')
+  check_anneal_strategy(anneal_strategy)
   if not isinstance(anneal_epochs, int) or anneal_epochs < 0:
     raise ValueError(f'anneal_epochs must be equal or greater than 0, got {anneal_epochs}')
 
@@ -52,8 +51,7 @@ def swalr(lr: float, swa_lr: float, anneal_epochs: int = 10,
   check_swalr_arguments(anneal_strategy, anneal_epochs)
 
   def value(e):
-    if anneal_epochs == 0:
-      e = F.JAX.maximum(1, e)
-    alpha = F.swa_alpha(F.JAX, anneal_strategy, e, anneal_epochs)
-    return F.swa_lr_at(swa_lr, lr, alpha)
+    e = formulas.swa_anneal_step(formulas.JAX, e, anneal_epochs)
+    alpha = formulas.swa_alpha(formulas.JAX, anneal_strategy, e, anneal_epochs)
+    return formulas.swa_lr_at(swa_lr, lr, alpha)
   return TorchSchedule(value, lr, name='swalr')

@@ -20,8 +20,10 @@ from functional_optim.averaging.functions import (
     get_swa_multi_avg_fn)
 from functional_optim.averaging.schedule import check_swalr_arguments
 from functional_optim.optim._params import is_nnx_module
-from functional_optim.optim.lr_scheduler._base import PYTHON, LRScheduler, per_group
-from functional_optim.schedules import _formulas as F
+from functional_optim.optim.lr_scheduler import LRScheduler
+from functional_optim.optim.lr_scheduler._base import per_group
+from functional_optim.schedules import formulas
+from functional_optim.schedules.formulas import PYTHON
 
 __all__ = ['SWALR', 'AveragedModel', 'get_ema_avg_fn', 'get_ema_multi_avg_fn',
            'get_swa_avg_fn', 'get_swa_multi_avg_fn', 'update_bn']
@@ -150,12 +152,11 @@ class SWALR(LRScheduler):
   def get_lr(self) -> list[Any]:
     """torch's recursion: recover the lr the anneal started from, then advance it."""
     self._warn_if_outside_step()
-    step = self._step_count - 1
-    if self.anneal_epochs == 0:
-      step = max(1, step)
-    alpha = lambda at: F.swa_alpha(PYTHON, self._anneal_strategy, at, self.anneal_epochs)
+    step = formulas.swa_anneal_step(PYTHON, self._step_count - 1, self.anneal_epochs)
+    alpha = lambda at: formulas.swa_alpha(PYTHON, self._anneal_strategy, at, self.anneal_epochs)
     previous = alpha(step - 1)
     now = alpha(step)
-    return [F.swa_lr_at(group['swa_lr'],
-                        F.swa_initial_lr(PYTHON, group['lr'], group['swa_lr'], previous), now)
+    return [formulas.swa_lr_at(
+                group['swa_lr'],
+                formulas.swa_initial_lr(PYTHON, group['lr'], group['swa_lr'], previous), now)
             for group in self.optimizer.param_groups]

@@ -16,7 +16,7 @@ depends on the loss, is a transformation around the optimizer:
 :func:`reduce_lr_on_plateau`.
 """
 
-from functional_optim.schedules._schedule import TorchSchedule
+from functional_optim.schedules.base import TorchSchedule
 from functional_optim.schedules.compose import chained, sequential_lr
 from functional_optim.schedules.cosine import (
     cosine_annealing_lr, cosine_annealing_warm_restarts)

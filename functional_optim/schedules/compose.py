@@ -6,14 +6,13 @@ from typing import Sequence
 
 import jax.numpy as jnp
 
-from functional_optim.schedules import _formulas as F
-from functional_optim.schedules._schedule import TorchSchedule, as_epoch
+from functional_optim.schedules import checks, formulas
+from functional_optim.schedules.base import TorchSchedule, as_epoch
 
 
 def _check_schedules(schedules, owner: str) -> list[TorchSchedule]:
   schedules = list(schedules)
-  if not schedules:
-    raise ValueError(f'{owner} expects at least one scheduler, but got no scheduler.')
+  checks.check_schedulers_given(owner, len(schedules))
   for i, schedule in enumerate(schedules):
     if not isinstance(schedule, TorchSchedule):
       raise TypeError(f'{owner} at index {i} should be a functional_optim.schedules '
@@ -104,11 +103,7 @@ def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int])
   """
   schedules = _check_schedules(schedules, 'sequential_lr')
   milestones = list(milestones)
-  if len(milestones) != len(schedules) - 1:
-    raise ValueError(
-        'Sequential Schedulers expects number of schedulers provided to be one more '
-        f'than the number of milestone points, but got number of schedulers '
-        f'{len(schedules)} and the number of milestones to be equal to {len(milestones)}')
+  checks.check_sequential_milestones(len(schedules), len(milestones))
 
   def segment_value(i, e):
     if i == 0:
@@ -121,7 +116,7 @@ def sequential_lr(schedules: Sequence[TorchSchedule], milestones: Sequence[int])
 
   def value(e, segments=len(schedules)):
     """The lr at ``e``, of the first ``segments`` schedules only (all by default)."""
-    segment = F.JAX.count_at_most(milestones, e)
+    segment = formulas.JAX.count_at_most(milestones, e)
     lr = segment_value(segments - 1, e)
     for i in reversed(range(segments - 1)):
       lr = jnp.where(segment == i, segment_value(i, e), lr)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
-from functional_optim.schedules import _formulas as F
-from functional_optim.schedules._checks import check_divisor, check_warm_restarts
-from functional_optim.schedules._schedule import TorchSchedule
+from functional_optim.schedules import formulas
+from functional_optim.schedules.base import TorchSchedule
+from functional_optim.schedules.checks import check_divisor, check_warm_restarts
 
 
 def cosine_annealing_lr(lr: float, T_max: int, eta_min: float = 0.0) -> TorchSchedule:
@@ -30,10 +28,10 @@ def cosine_annealing_lr(lr: float, T_max: int, eta_min: float = 0.0) -> TorchSch
     [1.0, 0.5, 0.0, 0.5, 1.0]
   """
   check_divisor(T_max, 'T_max', 'cosine_annealing_lr')
-  value = lambda e: F.cosine_annealing_lr(F.JAX, lr, e, T_max, eta_min)
+  value = lambda e: formulas.cosine_annealing_lr(formulas.JAX, lr, e, T_max, eta_min)
   factor = None
   if eta_min == 0:
-    factor = lambda e: F.cosine_annealing_lr(F.JAX, 1.0, e, T_max, 0.0)
+    factor = lambda e: formulas.cosine_annealing_lr(formulas.JAX, 1.0, e, T_max, 0.0)
   return TorchSchedule(value, lr, factor=factor, name='cosine_annealing_lr',
                        composable=eta_min == 0)
 
@@ -48,7 +46,10 @@ def cosine_annealing_warm_restarts(lr: float, T_0: int, T_mult: int = 1,
      \eta_e = \eta_{min} + \tfrac12(\eta - \eta_{min})(1 + \cos(\pi T_{cur} / T_i))
 
   where :math:`T_i = T_0 T_{mult}^n` is the current period and :math:`T_{cur}` the
-  steps since its start.
+  steps since its start. These are the values of torch's ``step()``, which counts
+  the steps one by one; its ``step(epoch)`` can miss a restart by a rounding of a
+  logarithm (``step(121)`` with ``T_0=1, T_mult=3`` gives ``eta_min`` where
+  121 calls of ``step()`` restart at ``lr``).
 
   Raises:
     ValueError: ``T_0`` not a positive int, ``T_mult`` not an int >= 1, or
@@ -63,17 +64,7 @@ def cosine_annealing_warm_restarts(lr: float, T_0: int, T_mult: int = 1,
   check_warm_restarts(T_0, T_mult, eta_min)
 
   def value(e):
-    T_cur, T_i = _warm_restart_position(e, T_0, T_mult)
-    return F.warm_restart_lr(F.JAX, lr, T_cur, T_i, eta_min)
+    # The lr after e calls of torch's step(), which counts the periods exactly.
+    T_cur, T_i = formulas.warm_restart_period(formulas.JAX, e, T_0, T_mult, settle=True)
+    return formulas.cosine_annealing_lr(formulas.JAX, lr, T_cur, T_i, eta_min)
   return TorchSchedule(value, lr, name='cosine_annealing_warm_restarts')
-
-
-def _warm_restart_position(e, T_0: int, T_mult: int):
-  """``(T_cur, T_i)`` after ``e`` steps: the steps into the current period, its length."""
-  if T_mult == 1:
-    return e % T_0, jnp.full_like(e, T_0)
-  start = lambda n: T_0 * (T_mult ** n - 1) / (T_mult - 1)  # first step of period n
-  n = jnp.floor(jnp.log(e / T_0 * (T_mult - 1) + 1) / jnp.log(float(T_mult)))
-  # The logarithm can land an ulp either side of an integer: settle n exactly.
-  n = jnp.where(start(n + 1) <= e, n + 1, jnp.where(start(n) > e, n - 1, n))
-  return e - start(n), T_0 * T_mult ** n

@@ -8,9 +8,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from functional_optim.schedules import _checks
-from functional_optim.schedules import _formulas as F
-from functional_optim.schedules._schedule import TorchSchedule, as_epoch
+from functional_optim.schedules import checks, formulas
+from functional_optim.schedules.base import TorchSchedule, as_epoch
 
 
 def cyclic_lr(base_lr: float, max_lr: float, step_size_up: int = 2000,
@@ -46,29 +45,21 @@ def cyclic_lr(base_lr: float, max_lr: float, step_size_up: int = 2000,
     [0.1, 0.55, 1.0, 0.55, 0.1]
     >>> tx = fo.sgd(lr=s, momentum=s.momentum)
   """
-  up = float(step_size_up)
-  down = float(step_size_down) if step_size_down is not None else up
-  total_size = up + down
-  step_ratio = up / total_size
-  _checks.check_cyclic_mode(mode, scale_fn)
+  total_size, step_ratio = formulas.cyclic_step_sizes(step_size_up, step_size_down)
+  checks.check_cyclic_mode(mode, scale_fn)
   if scale_fn is None:
-    scale_fn, scale_mode = {
-        'triangular': (F.triangular_scale, 'cycle'),
-        'triangular2': (F.triangular2_scale, 'cycle'),
-        'exp_range': (partial(F.exp_range_scale, gamma), 'iterations'),
-    }[mode]
+    scale_fn, scale_mode = formulas.cyclic_mode_scale(mode, gamma)
 
   def scaled_height(e):
-    cycle, height = F.cyclic_position(F.JAX, e, total_size, step_ratio)
-    return height, scale_fn(cycle if scale_mode == 'cycle' else e)
+    height, x = formulas.cyclic_position(formulas.JAX, e, total_size, step_ratio, scale_mode)
+    return height, scale_fn(x)
 
   def value(e):
-    height, scale = scaled_height(e)
-    return base_lr + (max_lr - base_lr) * height * scale
+    return formulas.cyclic_lr_at(base_lr, max_lr, *scaled_height(e))
 
   def momentum(count):
-    height, scale = scaled_height(as_epoch(count))
-    return max_momentum - (max_momentum - base_momentum) * height * scale
+    return formulas.cyclic_momentum_at(base_momentum, max_momentum,
+                                       *scaled_height(as_epoch(count)))
 
   return TorchSchedule(value, base_lr, momentum=momentum if cycle_momentum else None,
                        name='cyclic_lr')
@@ -108,20 +99,19 @@ def one_cycle_lr(max_lr: float, total_steps: int | None = None, epochs: int | No
     [0.04, 1.0, 0.0]
     >>> tx = fo.adam(lr=s, betas=(s.momentum, 0.999))
   """
-  total_steps = _checks.one_cycle_total_steps(total_steps, epochs, steps_per_epoch)
-  _checks.check_one_cycle(pct_start, anneal_strategy)
+  total_steps = checks.one_cycle_total_steps(total_steps, epochs, steps_per_epoch)
+  checks.check_one_cycle(pct_start, anneal_strategy)
 
-  ends = F.one_cycle_phase_ends(total_steps, pct_start, three_phase)
-  initial_lr = max_lr / div_factor
-  lr_phases = F.one_cycle_phases(three_phase, initial_lr, max_lr,
-                                 initial_lr / final_div_factor)
-  momentum_phases = F.one_cycle_phases(three_phase, max_momentum, base_momentum,
-                                       max_momentum)
+  ends = formulas.one_cycle_phase_ends(total_steps, pct_start, three_phase)
+  initial_lr, min_lr = formulas.one_cycle_lr_bounds(max_lr, div_factor, final_div_factor)
+  lr_phases = formulas.one_cycle_phases(three_phase, initial_lr, max_lr, min_lr)
+  momentum_phases = formulas.one_cycle_phases(three_phase, max_momentum, base_momentum,
+                                              max_momentum)
 
   def along(phases, e):
     # Past its last step the schedule holds its final value (see the docstring).
-    return F.one_cycle_value(F.JAX, anneal_strategy, jnp.minimum(e, total_steps - 1), ends,
-                             phases)
+    return formulas.one_cycle_value(formulas.JAX, anneal_strategy,
+                                    jnp.minimum(e, total_steps - 1), ends, phases)
 
   def momentum(count):
     return along(momentum_phases, as_epoch(count))

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from functional_optim.schedules import _checks
-from functional_optim.schedules import _formulas as F
-from functional_optim.schedules._schedule import TorchSchedule, multiplicative
+from functional_optim.schedules import checks, formulas
+from functional_optim.schedules.base import TorchSchedule, multiplicative
 
 
 def step_lr(lr: float, step_size: int, gamma: float = 0.1) -> TorchSchedule:
@@ -23,12 +22,12 @@ def step_lr(lr: float, step_size: int, gamma: float = 0.1) -> TorchSchedule:
     >>> [float(s(e)) for e in range(5)]
     [1.0, 1.0, 0.5, 0.5, 0.25]
   """
-  _checks.check_divisor(step_size, 'step_size', 'step_lr')
+  checks.check_divisor(step_size, 'step_size', 'step_lr')
   # torch's step() decays at every epoch that step_size divides, which for a
   # negative step_size is every |step_size| epochs (not the growth of its closed
   # form, e // step_size, which only step(epoch) uses).
   return multiplicative('step_lr', lr,
-                        lambda e: F.step_lr(F.JAX, 1.0, e, abs(step_size), gamma))
+                        lambda e: formulas.step_lr(formulas.JAX, 1.0, e, abs(step_size), gamma))
 
 
 def multi_step_lr(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> TorchSchedule:
@@ -46,7 +45,7 @@ def multi_step_lr(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> T
   """
   ordered = sorted(milestones)
   return multiplicative('multi_step_lr', lr,
-                        lambda e: F.multi_step_lr(F.JAX, 1.0, e, ordered, gamma))
+                        lambda e: formulas.multi_step_lr(formulas.JAX, 1.0, e, ordered, gamma))
 
 
 def constant_lr(lr: float, factor: float = 1.0 / 3, total_iters: int = 5) -> TorchSchedule:
@@ -63,9 +62,9 @@ def constant_lr(lr: float, factor: float = 1.0 / 3, total_iters: int = 5) -> Tor
     >>> [float(s(e)) for e in range(4)]
     [0.5, 0.5, 1.0, 1.0]
   """
-  _checks.check_constant_factor(factor)
+  checks.check_constant_factor(factor)
   return multiplicative('constant_lr', lr,
-                        lambda e: F.constant_lr(F.JAX, 1.0, e, factor, total_iters))
+                        lambda e: formulas.constant_lr(formulas.JAX, 1.0, e, factor, total_iters))
 
 
 def linear_lr(lr: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
@@ -83,12 +82,12 @@ def linear_lr(lr: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
     >>> [float(s(e)) for e in range(4)]
     [0.5, 0.75, 1.0, 1.0]
   """
-  _checks.check_linear_factors(start_factor, end_factor)
+  checks.check_linear_factors(start_factor, end_factor)
   if total_iters == 0:  # torch's step(): the start factor, which it never moves from
     return multiplicative('linear_lr', lr, lambda e: start_factor + 0.0 * e)
   return multiplicative(
       'linear_lr', lr,
-      lambda e: F.linear_lr(F.JAX, 1.0, e, start_factor, end_factor, total_iters))
+      lambda e: formulas.linear_lr(formulas.JAX, 1.0, e, start_factor, end_factor, total_iters))
 
 
 def exponential_lr(lr: float, gamma: float) -> TorchSchedule:
@@ -103,7 +102,7 @@ def exponential_lr(lr: float, gamma: float) -> TorchSchedule:
     [1.0, 0.5, 0.25]
   """
   return multiplicative('exponential_lr', lr,
-                        lambda e: F.exponential_lr(F.JAX, 1.0, e, gamma))
+                        lambda e: formulas.exponential_lr(formulas.JAX, 1.0, e, gamma))
 
 
 def polynomial_lr(lr: float, total_iters: int = 5, power: float = 1.0) -> TorchSchedule:
@@ -120,4 +119,4 @@ def polynomial_lr(lr: float, total_iters: int = 5, power: float = 1.0) -> TorchS
   if total_iters == 0:  # torch's step() leaves the lr as it is
     return multiplicative('polynomial_lr', lr, lambda e: 1.0 + 0.0 * e)
   return multiplicative('polynomial_lr', lr,
-                        lambda e: F.polynomial_lr(F.JAX, 1.0, e, total_iters, power))
+                        lambda e: formulas.polynomial_lr(formulas.JAX, 1.0, e, total_iters, power))

@@ -7,8 +7,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from functional_optim.schedules._checks import check_lr_lambda
-from functional_optim.schedules._schedule import TorchSchedule
+from functional_optim.schedules.base import TorchSchedule
+from functional_optim.schedules.checks import check_lr_lambda
 
 
 def _name_of(fn) -> str:

@@ -7,11 +7,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_optim.core.hyperparams import hyperparam_dtype, map_hyperparams
+from functional_optim.core.hyperparams import hyperparam_dtype
+from functional_optim.core.hyperparams_access import map_hyperparams
 from functional_optim.core.transform import (
     GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support)
-from functional_optim.schedules import _checks
-from functional_optim.schedules import _formulas as F
+from functional_optim.schedules import checks, formulas
 
 
 class ReduceLROnPlateauState(NamedTuple):
@@ -90,8 +90,8 @@ def reduce_lr_on_plateau(
     >>> float(fo.get_hyperparams(state)['lr'])
     0.25
   """
-  _checks.check_plateau_factor(factor)
-  _checks.check_plateau_modes(mode, threshold_mode)
+  checks.check_plateau_factor(factor)
+  checks.check_plateau_modes(mode, threshold_mode)
   if isinstance(min_lr, (list, tuple)):
     raise TypeError('min_lr: one transformation drives one lr; give a number (use '
                     'partition for param groups with their own min_lr)')
@@ -110,23 +110,19 @@ def reduce_lr_on_plateau(
                        f'which must be a constant: {error}') from None
     return ReduceLROnPlateauState(
         inner_state=inner_state,
-        best=jnp.asarray(jnp.inf if mode == 'min' else -jnp.inf, dtype),
+        best=jnp.asarray(formulas.plateau_mode_worse(mode), dtype),
         num_bad_epochs=zero, cooldown_counter=zero, last_epoch=zero,
         accumulated_value=jnp.zeros([], dtype), accumulated_count=zero)
 
   def plateau_step(state: ReduceLROnPlateauState, current):
     """torch's rule for one value: the new counters, and whether to cut the lr."""
-    better = F.plateau_is_better(mode, threshold_mode, threshold, current, state.best)
-    best = jnp.where(better, current, state.best)
-    bad = jnp.where(better, 0, state.num_bad_epochs + 1)
-    in_cooldown = state.cooldown_counter > 0
-    cooldown_counter = jnp.where(in_cooldown, state.cooldown_counter - 1,
-                                 state.cooldown_counter)
-    bad = jnp.where(in_cooldown, 0, bad)
-    reduce = bad > patience
-    counters = (best, jnp.where(reduce, 0, bad),
-                jnp.where(reduce, cooldown, cooldown_counter), state.last_epoch + 1)
-    return counters, reduce
+    better = formulas.plateau_is_better(mode, threshold_mode, threshold, current, state.best)
+    best, bad, cooldown_counter = formulas.plateau_count(
+        formulas.JAX, better, current, state.best, state.num_bad_epochs,
+        state.cooldown_counter)
+    reduce, bad, cooldown_counter = formulas.plateau_cut_decision(
+        formulas.JAX, bad, cooldown_counter, patience=patience, cooldown=cooldown)
+    return (best, bad, cooldown_counter, state.last_epoch + 1), reduce
 
   def update(updates, state, params=None, *, value, **extra):
     updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
@@ -136,8 +132,8 @@ def reduce_lr_on_plateau(
     counters, reduce = plateau_step(state, total / count)
 
     def cut(lr):  # every lr of the inner state: each of torch's param groups
-      new_lr = jnp.maximum(lr * factor, min_lr)
-      return jnp.where(full & reduce & (lr - new_lr > eps), new_lr, lr)
+      new_lr, changed = formulas.plateau_reduced_lr(formulas.JAX, lr, factor, min_lr, eps)
+      return jnp.where(full & reduce & changed, new_lr, lr)
     # Only scalars are selected: the inner state's buffers pass through untouched.
     kept = (state.best, state.num_bad_epochs, state.cooldown_counter, state.last_epoch)
     best, bad, cooldown_counter, last_epoch = (

@@ -11,11 +11,12 @@ import copy
 import math
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_optim import optim
+from functional_optim import optim, schedules
 
 # The keys a scheduler reads or writes in a param group.
 SCHEDULED_KEYS = ('lr', 'initial_lr', 'momentum', 'betas', 'max_lr', 'min_lr',
@@ -265,6 +266,49 @@ def test_warm_restarts_period_sequence():
     ours.step()
   np.testing.assert_allclose(lrs, [1, .75, .25, 1, .933013, .75, .5, .25, .066987, 1],
                              atol=1e-6)
+
+
+
+# (T_0, T_mult, epoch): a period starts at epoch, but the logarithm that finds it,
+# log(epoch / T_0 * (T_mult - 1) + 1, T_mult), lands an ulp below its integer:
+# log(243, 3) = 4.999999999999999.
+LOG_AN_ULP_BELOW_A_RESTART = [(1, 3, 121), (2, 3, 242), (5, 3, 605)]
+
+
+@pytest.mark.parametrize('T_0, T_mult, epoch', LOG_AN_ULP_BELOW_A_RESTART)
+def test_warm_restarts_where_the_log_lands_an_ulp_below_a_restart(T_0, T_mult, epoch, torch):
+  """torch's step(), counting epochs, restarts there; its step(epoch) truncates the
+  logarithm and ends the period before instead. The facade gives each exactly; the
+  pure schedule (the lr after `epoch` calls of step()) restarts."""
+  log = math.log(epoch / T_0 * (T_mult - 1) + 1, T_mult)
+  n = round(log)
+  assert T_0 * (T_mult ** n - 1) // (T_mult - 1) == epoch and int(log) == n - 1
+
+  build = lambda M, o: M.CosineAnnealingWarmRestarts(o, T_0, T_mult, eta_min=0.01)
+  stepped, torch_stepped = both(torch, build)
+  run_both(stepped, torch_stepped, epoch)
+  jumped, torch_jumped = both(torch, build)
+  run_both(jumped, torch_jumped, 1, lambda i: (epoch,))
+  assert (stepped.T_cur, stepped.T_i) == (0, T_0 * T_mult ** n)
+  assert (jumped.T_cur, jumped.T_i) == (T_0 * T_mult ** (n - 1),) * 2
+  np.testing.assert_allclose(stepped.get_last_lr(), [0.1, 0.05], rtol=1e-15)
+  np.testing.assert_allclose(jumped.get_last_lr(), [0.01, 0.01], rtol=1e-15)
+
+  # torch's lrs of the first group after each step() up to two past the restart.
+  torch_opt = torch_optimizer(torch)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', UserWarning)
+    torch_scheduler = build(torch.optim.lr_scheduler, torch_opt)
+    torch_lrs = [torch_scheduler.get_last_lr()[0]]
+    for _ in range(epoch + 2):
+      torch_scheduler.step()
+      torch_lrs.append(torch_scheduler.get_last_lr()[0])
+  counts = np.arange(epoch - 2, epoch + 3)
+  for x64, rtol in ((True, 1e-12), (False, 2e-5)):
+    with jax.enable_x64(x64):
+      pure = schedules.cosine_annealing_warm_restarts(0.1, T_0, T_mult, eta_min=0.01)
+      ours = np.asarray(jax.jit(lambda c: jax.lax.map(pure, c))(jnp.asarray(counts)))
+    np.testing.assert_allclose(ours, np.asarray(torch_lrs)[counts], rtol=rtol)
 
 
 # ----------------------------------------------------------------------------

@@ -20,11 +20,12 @@ torch's keys: a torch scheduler's state loads into ours and ours into torch's.
 
 from functional_optim.optim.lr_scheduler._base import EPOCH_DEPRECATION_WARNING, LRScheduler
 from functional_optim.optim.lr_scheduler._compose import ChainedScheduler, SequentialLR
-from functional_optim.optim.lr_scheduler._cyclic import (
-    CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR)
-from functional_optim.optim.lr_scheduler._multiplicative import (
-    ConstantLR, CosineAnnealingLR, ExponentialLR, LambdaLR, LinearLR, MultiplicativeLR,
-    MultiStepLR, PolynomialLR, StepLR)
+from functional_optim.optim.lr_scheduler._cosine import (
+    CosineAnnealingLR, CosineAnnealingWarmRestarts)
+from functional_optim.optim.lr_scheduler._cyclic import CyclicLR, OneCycleLR
+from functional_optim.optim.lr_scheduler._decay import (
+    ConstantLR, ExponentialLR, LinearLR, MultiStepLR, PolynomialLR, StepLR)
+from functional_optim.optim.lr_scheduler._lambdas import LambdaLR, MultiplicativeLR
 from functional_optim.optim.lr_scheduler._plateau import ReduceLROnPlateau
 
 __all__ = ['ChainedScheduler', 'ConstantLR', 'CosineAnnealingLR',

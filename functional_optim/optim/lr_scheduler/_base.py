@@ -14,9 +14,7 @@ import weakref
 from typing import Any, Callable
 
 from functional_optim.optim.optimizer import Optimizer
-from functional_optim.schedules import _formulas
-
-PYTHON = _formulas.PYTHON
+from functional_optim.schedules.formulas import PYTHON
 
 EPOCH_DEPRECATION_WARNING = (
     'The epoch parameter in `scheduler.step()` was not necessary and is being '

@@ -3,19 +3,15 @@ after the other)."""
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from typing import Any, Sequence
 
 from functional_optim.optim.lr_scheduler._base import LRScheduler, group_values
 from functional_optim.optim.lr_scheduler._plateau import ReduceLROnPlateau
 from functional_optim.optim.optimizer import Optimizer
+from functional_optim.schedules import checks
+from functional_optim.schedules.formulas import PYTHON
 
 __all__ = ['ChainedScheduler', 'SequentialLR']
-
-
-def _check_not_empty(owner: str, schedulers: Sequence[Any], what: str) -> None:
-  if len(schedulers) < 1:
-    raise ValueError(f'{owner} expects at least one scheduler{what}, but got no scheduler.')
 
 
 def _check_children(owner: str, schedulers: Sequence[Any], optimizer: Any) -> None:
@@ -111,7 +107,7 @@ class ChainedScheduler(_Composite):
 
   def __init__(self, schedulers: Sequence[LRScheduler],
                optimizer: Optimizer | None = None) -> None:
-    _check_not_empty(type(self).__name__, schedulers, ' to be chained')
+    checks.check_schedulers_given(type(self).__name__, len(schedulers), ' to be chained')
     optimizer = optimizer or schedulers[0].optimizer
     _check_children(type(self).__name__, schedulers, optimizer)
     self._schedulers = schedulers
@@ -154,13 +150,9 @@ class SequentialLR(_Composite):
 
   def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler],
                milestones: list[int], last_epoch: int = -1) -> None:
-    _check_not_empty(type(self).__name__, schedulers, '')
+    checks.check_schedulers_given(type(self).__name__, len(schedulers))
     _check_children(type(self).__name__, schedulers, optimizer)
-    if len(milestones) != len(schedulers) - 1:
-      raise ValueError(
-          'Sequential Schedulers expects number of schedulers provided to be one more than '
-          f'the number of milestone points, but got number of schedulers {len(schedulers)} '
-          f'and the number of milestones to be equal to {len(milestones)}')
+    checks.check_sequential_milestones(len(schedulers), len(milestones))
     self._schedulers = schedulers
     self._milestones = milestones
     self.last_epoch = last_epoch + 1
@@ -168,7 +160,7 @@ class SequentialLR(_Composite):
     for group in optimizer.param_groups:
       group['lr'] = group['initial_lr']
     self.recursive_undo()
-    first = schedulers[bisect_right(milestones, 0)]
+    first = schedulers[PYTHON.count_at_most(milestones, 0)]
     first._initial_step()
     self._last_lr = first.get_last_lr()
 
@@ -200,7 +192,7 @@ class SequentialLR(_Composite):
   def step(self) -> None:  # type: ignore[override]
     """Steps the scheduler of this epoch, restarting it at its epoch 0 on its milestone."""
     self.last_epoch += 1
-    i = bisect_right(self._milestones, self.last_epoch)
+    i = PYTHON.count_at_most(self._milestones, self.last_epoch)  # the running scheduler
     scheduler = self._schedulers[i]
     if i > 0 and self._milestones[i - 1] == self.last_epoch:
       scheduler._update_lr(0)

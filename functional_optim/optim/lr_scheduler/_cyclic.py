@@ -1,23 +1,22 @@
-"""Schedulers that recompute the lr from its bounds every step: CyclicLR, OneCycleLR,
-CosineAnnealingWarmRestarts (the formulas are ``schedules._formulas``'s, on Python floats).
+"""Cyclical schedulers: CyclicLR and OneCycleLR, which recompute the lr from its bounds
+every step (the formulas are :mod:`functional_optim.schedules.formulas`'s, on Python
+floats).
 
-CyclicLR and OneCycleLR also cycle the momentum inversely to the lr: a group's
-``momentum``, or the first of its ``betas`` when the optimizer has ``betas``.
+Both also cycle the momentum inversely to the lr: a group's ``momentum``, or the
+first of its ``betas`` when the optimizer has ``betas``.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import types
 from typing import Any, Callable, Literal
 
-from functional_optim.optim.lr_scheduler._base import (
-    PYTHON, LRScheduler, check_optimizer, flag, per_group)
+from functional_optim.optim.lr_scheduler._base import LRScheduler, check_optimizer, per_group
 from functional_optim.optim.optimizer import Optimizer
-from functional_optim.schedules import _checks, _formulas
+from functional_optim.schedules import checks, formulas
+from functional_optim.schedules.formulas import PYTHON
 
-__all__ = ['CosineAnnealingWarmRestarts', 'CyclicLR', 'OneCycleLR']
+__all__ = ['CyclicLR', 'OneCycleLR']
 
 
 def _uses_beta1(optimizer: Optimizer) -> bool:
@@ -93,11 +92,9 @@ class CyclicLR(LRScheduler):
       for lr, group in zip(base_lrs, optimizer.param_groups, strict=True):
         group['lr'] = lr
     self.max_lrs = per_group('max_lr', optimizer, max_lr)
-    up = float(step_size_up)
-    down = float(step_size_down) if step_size_down is not None else up
-    self.total_size = up + down
-    self.step_ratio = up / self.total_size
-    _checks.check_cyclic_mode(mode, scale_fn)
+    self.total_size, self.step_ratio = formulas.cyclic_step_sizes(step_size_up,
+                                                                  step_size_down)
+    checks.check_cyclic_mode(mode, scale_fn)
     self.mode = mode
     self.gamma = gamma
     self._scale_fn_custom = scale_fn
@@ -117,11 +114,7 @@ class CyclicLR(LRScheduler):
     # A mode's scale function is rebuilt from ``mode`` and ``gamma``, never saved.
     if self._scale_fn_custom is not None:
       return
-    self._scale_fn_ref, self.scale_mode = {
-        'triangular': (_formulas.triangular_scale, 'cycle'),
-        'triangular2': (_formulas.triangular2_scale, 'cycle'),
-        'exp_range': (functools.partial(_formulas.exp_range_scale, self.gamma), 'iterations'),
-    }[self.mode]
+    self._scale_fn_ref, self.scale_mode = formulas.cyclic_mode_scale(self.mode, self.gamma)
 
   def scale_fn(self, x: float) -> float:
     """The amplitude's scale at ``x`` (the cycle or the iteration, per ``scale_mode``).
@@ -145,13 +138,12 @@ class CyclicLR(LRScheduler):
     """The lrs of this step (the formula above); also sets the groups' momentum when
     ``cycle_momentum``. Called by :meth:`step`."""
     self._warn_if_outside_step()
-    cycle, height = _formulas.cyclic_position(PYTHON, self.last_epoch, self.total_size,
-                                              self.step_ratio)
-    x = cycle if self.scale_mode == 'cycle' else self.last_epoch
-    lrs = [low + (high - low) * height * self.scale_fn(x)
+    height, x = formulas.cyclic_position(PYTHON, self.last_epoch, self.total_size,
+                                         self.step_ratio, self.scale_mode)
+    lrs = [formulas.cyclic_lr_at(low, high, height, self.scale_fn(x))
            for low, high in zip(self.base_lrs, self.max_lrs, strict=True)]
     if self.cycle_momentum:
-      momentums = [high - (high - low) * height * self.scale_fn(x)
+      momentums = [formulas.cyclic_momentum_at(low, high, height, self.scale_fn(x))
                    for low, high in zip(self.base_momentums, self.max_momentums, strict=True)]
       for group, momentum in zip(self.optimizer.param_groups, momentums, strict=True):
         _set_momentum(group, self.use_beta1, momentum)
@@ -204,82 +196,6 @@ class CyclicLR(LRScheduler):
     self._init_scale_fn()
 
 
-class CosineAnnealingWarmRestarts(LRScheduler):
-  r"""``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``: cosine annealing from the
-  initial lr to ``eta_min`` over ``T_i`` epochs, restarting at the initial lr; the
-  period starts at ``T_0`` and is multiplied by ``T_mult`` at each restart.
-
-  .. math::
-     \eta = \eta_{min} + \tfrac12(\eta_0 - \eta_{min})\big(1 + \cos(\pi T_{cur} / T_i)\big)
-
-  where :math:`T_i = T_0 T_{mult}^n` is the current period and :math:`T_{cur}` the
-  epochs since its start. ``step(epoch)`` takes fractional epochs
-  (``epoch + batch / batches``), without a deprecation warning.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from functional_optim import optim
-    >>> opt = optim.SGD({'w': jnp.zeros(2)}, lr=1.0)
-    >>> sched = optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2)
-    >>> lrs = []
-    >>> for _ in range(7):
-    ...   lrs.append(round(sched.get_last_lr()[0], 6))
-    ...   opt.step({'w': jnp.ones(2)})
-    ...   sched.step()
-    >>> lrs, sched.T_i
-    ([1.0, 0.5, 1.0, 0.853553, 0.5, 0.146447, 1.0], 8)
-  """
-
-  def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
-               last_epoch: int = -1) -> None:
-    _checks.check_warm_restarts(T_0, T_mult, eta_min)
-    self.T_0 = T_0
-    self.T_i = T_0
-    self.T_mult = T_mult
-    self.eta_min = eta_min
-    self.T_cur = last_epoch
-    super().__init__(optimizer, last_epoch)
-
-  def get_lr(self) -> list[Any]:
-    """The formula above at the current ``T_cur`` and ``T_i``; called by :meth:`step`."""
-    self._warn_if_outside_step()
-    return [_formulas.warm_restart_lr(PYTHON, base, self.T_cur, self.T_i, self.eta_min)
-            for base in self.base_lrs]
-
-  def step(self, epoch: float | None = None) -> None:
-    """The next epoch, or the (possibly fractional) ``epoch`` given."""
-    if epoch is None and self.last_epoch < 0:
-      epoch = 0
-    if epoch is None:
-      epoch = self.last_epoch + 1
-      self._advance()
-    else:
-      self._jump_to(epoch)
-    self.last_epoch = math.floor(epoch)
-    with flag(self, '_get_lr_called_within_step'):
-      lrs = self.get_lr()
-    self._write_lrs(lrs)
-
-  def _advance(self) -> None:
-    self.T_cur = self.T_cur + 1
-    if self.T_cur >= self.T_i:
-      self.T_cur = self.T_cur % self.T_i
-      self.T_i = self.T_i * self.T_mult
-
-  def _jump_to(self, epoch: float) -> None:
-    if epoch < 0:
-      raise ValueError(f'Expected non-negative epoch, but got {epoch}')
-    if epoch < self.T_0:
-      self.T_i, self.T_cur = self.T_0, epoch
-    elif self.T_mult == 1:
-      self.T_cur = epoch % self.T_0
-    else:
-      # The periods before restart n sum to T_0 (T_mult^n − 1) / (T_mult − 1).
-      n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
-      self.T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
-      self.T_i = self.T_0 * self.T_mult ** n
-
-
 class OneCycleLR(LRScheduler):
   r"""``torch.optim.lr_scheduler.OneCycleLR``: the 1cycle policy, stepped after every batch.
 
@@ -324,16 +240,17 @@ class OneCycleLR(LRScheduler):
                last_epoch: int = -1) -> None:
     check_optimizer(optimizer)
     self.optimizer = optimizer
-    self.total_steps = _checks.one_cycle_total_steps(total_steps, epochs, steps_per_epoch)
+    self.total_steps = checks.one_cycle_total_steps(total_steps, epochs, steps_per_epoch)
     self._schedule_phases = self._phases(pct_start, three_phase)
-    _checks.check_one_cycle(pct_start, anneal_strategy)
+    checks.check_one_cycle(pct_start, anneal_strategy)
     self._anneal_func_type = anneal_strategy
     max_lrs = per_group('max_lr', optimizer, max_lr)
     if last_epoch == -1:
       for peak, group in zip(max_lrs, optimizer.param_groups):
-        group['initial_lr'] = peak / div_factor
+        initial_lr, min_lr = formulas.one_cycle_lr_bounds(peak, div_factor, final_div_factor)
+        group['initial_lr'] = initial_lr
         group['max_lr'] = peak
-        group['min_lr'] = group['initial_lr'] / final_div_factor
+        group['min_lr'] = min_lr
     self.cycle_momentum = cycle_momentum
     if cycle_momentum:
       self.use_beta1 = _uses_beta1(optimizer)
@@ -346,10 +263,10 @@ class OneCycleLR(LRScheduler):
   def _phases(self, pct_start: float, three_phase: bool) -> list[dict[str, Any]]:
     """torch's phase table: each phase's last step and the group keys holding its
     start and end lr and momentum."""
-    ends = _formulas.one_cycle_phase_ends(self.total_steps, pct_start, three_phase)
-    lrs = _formulas.one_cycle_phases(three_phase, 'initial_lr', 'max_lr', 'min_lr')
-    momentums = _formulas.one_cycle_phases(three_phase, 'max_momentum', 'base_momentum',
-                                           'max_momentum')
+    ends = formulas.one_cycle_phase_ends(self.total_steps, pct_start, three_phase)
+    lrs = formulas.one_cycle_phases(three_phase, 'initial_lr', 'max_lr', 'min_lr')
+    momentums = formulas.one_cycle_phases(three_phase, 'max_momentum', 'base_momentum',
+                                          'max_momentum')
     return [{'end_step': end, 'start_lr': lr[0], 'end_lr': lr[1],
              'start_momentum': momentum[0], 'end_momentum': momentum[1]}
             for end, lr, momentum in zip(ends, lrs, momentums)]
@@ -358,8 +275,8 @@ class OneCycleLR(LRScheduler):
     """The group's ``quantity`` (``'lr'`` or ``'momentum'``) at this step."""
     phases = self._schedule_phases
     values = [(group[p[f'start_{quantity}']], group[p[f'end_{quantity}']]) for p in phases]
-    return _formulas.one_cycle_value(PYTHON, self._anneal_func_type, self.last_epoch,
-                                     [p['end_step'] for p in phases], values)
+    return formulas.one_cycle_value(PYTHON, self._anneal_func_type, self.last_epoch,
+                                    [p['end_step'] for p in phases], values)
 
   def get_lr(self) -> list[Any]:
     """The lrs of this step (the formula above); also sets the groups' momentum when

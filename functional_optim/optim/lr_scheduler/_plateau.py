@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Literal, SupportsFloat
 
 from functional_optim.optim.lr_scheduler._base import (
     EPOCH_DEPRECATION_WARNING, LRScheduler, check_optimizer, group_values)
 from functional_optim.optim.optimizer import Optimizer
-from functional_optim.schedules import _checks, _formulas
+from functional_optim.schedules import checks, formulas
+from functional_optim.schedules.formulas import PYTHON
 
 __all__ = ['ReduceLROnPlateau']
 
@@ -52,7 +52,7 @@ class ReduceLROnPlateau(LRScheduler):
                factor: float = 0.1, patience: int = 10, threshold: float = 1e-4,
                threshold_mode: Literal['rel', 'abs'] = 'rel', cooldown: int = 0,
                min_lr: list[float] | float = 0, eps: float = 1e-8) -> None:
-    _checks.check_plateau_factor(factor)
+    checks.check_plateau_factor(factor)
     self.factor = factor
     check_optimizer(optimizer)
     self.optimizer = optimizer
@@ -86,18 +86,16 @@ class ReduceLROnPlateau(LRScheduler):
     else:
       warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
     self.last_epoch = epoch
-    if self._is_better(current, self.best):
-      self.best = current
-      self.num_bad_epochs = 0
-    else:
-      self.num_bad_epochs += 1
-    if self.in_cooldown:
-      self.cooldown_counter -= 1
-      self.num_bad_epochs = 0  # bad epochs in cooldown do not count
-    if self.num_bad_epochs > self.patience:
+    better = self._is_better(current, self.best)  # a subclass may override it, as torch's
+    self.best, self.num_bad_epochs, self.cooldown_counter = formulas.plateau_count(
+        PYTHON, better, current, self.best, self.num_bad_epochs, self.cooldown_counter)
+    cut, num_bad_epochs, cooldown_counter = formulas.plateau_cut_decision(
+        PYTHON, self.num_bad_epochs, self.cooldown_counter, patience=self.patience,
+        cooldown=self.cooldown)
+    if cut:
       self._reduce_lr()
-      self.cooldown_counter = self.cooldown
-      self.num_bad_epochs = 0
+    # Reset after the cut, as torch: a cut that raises leaves them counted, not reset.
+    self.num_bad_epochs, self.cooldown_counter = num_bad_epochs, cooldown_counter
     self._last_lr = group_values(self.optimizer, 'lr')
 
   def _reduce_lr(self) -> None:
@@ -111,10 +109,10 @@ class ReduceLROnPlateau(LRScheduler):
             '`min_lrs` field to match the length of the `optimizer` param groups.')
       self.min_lrs = [self.default_min_lr] * len(groups)
     for group, min_lr in zip(groups, self.min_lrs):
-      old = float(group['lr'])
-      new = max(old * self.factor, min_lr)
-      if old - new > self.eps:
-        group['lr'] = new
+      new_lr, changed = formulas.plateau_reduced_lr(PYTHON, float(group['lr']), self.factor,
+                                                    min_lr, self.eps)
+      if changed:  # else the group keeps its lr as it is, not as a float
+        group['lr'] = new_lr
 
   @property
   def in_cooldown(self) -> bool:
@@ -137,11 +135,11 @@ class ReduceLROnPlateau(LRScheduler):
     return self.cooldown_counter > 0
 
   def _is_better(self, a: float, best: float) -> bool:
-    return _formulas.plateau_is_better(self.mode, self.threshold_mode, self.threshold, a, best)
+    return formulas.plateau_is_better(self.mode, self.threshold_mode, self.threshold, a, best)
 
   def _init_is_better(self, mode: str, threshold: float, threshold_mode: str) -> None:
-    _checks.check_plateau_modes(mode, threshold_mode)
-    self.mode_worse = math.inf if mode == 'min' else -math.inf
+    checks.check_plateau_modes(mode, threshold_mode)
+    self.mode_worse = formulas.plateau_mode_worse(mode)
     self.mode = mode
     self.threshold = threshold
     self.threshold_mode = threshold_mode

@@ -55,12 +55,17 @@ def one_cycle_total_steps(total_steps: int | None, epochs: int | None,
   raise ValueError('You must define either total_steps OR (epochs AND steps_per_epoch)')
 
 
-def check_one_cycle(pct_start: float, anneal_strategy: str) -> None:
-  if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
-    raise ValueError(f'Expected float between 0 and 1 pct_start, but got {pct_start}')
+def check_anneal_strategy(anneal_strategy: str) -> None:
+  """OneCycleLR's and SWALR's anneals: ``'cos'`` or ``'linear'``."""
   if anneal_strategy not in ('cos', 'linear'):
     raise ValueError("anneal_strategy must be one of 'cos' or 'linear', instead got "
                      f'{anneal_strategy}')
+
+
+def check_one_cycle(pct_start: float, anneal_strategy: str) -> None:
+  if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
+    raise ValueError(f'Expected float between 0 and 1 pct_start, but got {pct_start}')
+  check_anneal_strategy(anneal_strategy)
 
 
 def check_plateau_factor(factor: float) -> None:
@@ -74,6 +79,22 @@ def check_plateau_modes(mode: str, threshold_mode: str) -> None:
     raise ValueError('mode ' + mode + ' is unknown!')
   if threshold_mode not in {'rel', 'abs'}:
     raise ValueError('threshold mode ' + threshold_mode + ' is unknown!')
+
+
+def check_schedulers_given(owner: str, count: int, what: str = '') -> None:
+  """ChainedScheduler's (``what=' to be chained'``) and SequentialLR's check that
+  they drive at least one scheduler."""
+  if count < 1:
+    raise ValueError(f'{owner} expects at least one scheduler{what}, but got no scheduler.')
+
+
+def check_sequential_milestones(schedulers: int, milestones: int) -> None:
+  """SequentialLR's check: one milestone between each two schedulers."""
+  if milestones != schedulers - 1:
+    raise ValueError(
+        'Sequential Schedulers expects number of schedulers provided to be one more than '
+        f'the number of milestone points, but got number of schedulers {schedulers} '
+        f'and the number of milestones to be equal to {milestones}')
 
 
 def check_divisor(value: Any, name: str, owner: str) -> None:

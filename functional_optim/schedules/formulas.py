@@ -4,12 +4,14 @@ Every function takes a namespace ``xp`` (:data:`PYTHON` or :data:`JAX`) for the
 few operations that differ between the two, and otherwise uses plain operators in
 torch's order of operations, so the torch-like classes in
 ``functional_optim.optim.lr_scheduler`` (Python floats, bit-identical to torch)
-and the pure schedules (jnp, traced step counts) compute the same expressions.
+and the pure schedules in ``functional_optim.schedules`` (jnp, traced step
+counts) compute the same expressions. A rule either side needs goes here, once.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 class Namespace(NamedTuple):
   """The operations a formula needs beyond ``+ - * / ** //``."""
   cos: Callable[[Any], Any]
+  log: Callable[[Any], Any]
   floor: Callable[[Any], Any]
   minimum: Callable[[Any, Any], Any]
   maximum: Callable[[Any, Any], Any]
@@ -37,6 +40,7 @@ class Namespace(NamedTuple):
 
 PYTHON = Namespace(
     cos=math.cos,
+    log=math.log,
     floor=math.floor,
     minimum=min,
     maximum=max,
@@ -47,6 +51,7 @@ PYTHON = Namespace(
 
 JAX = Namespace(
     cos=jnp.cos,
+    log=jnp.log,
     floor=jnp.floor,
     minimum=jnp.minimum,
     maximum=jnp.maximum,
@@ -111,19 +116,57 @@ def cosine_annealing_lr(xp: Namespace, base, e, T_max, eta_min):
 # Schedules torch computes from the base lr at every step (no recursion).
 
 
-def warm_restart_lr(xp: Namespace, base, T_cur, T_i, eta_min):
-  """CosineAnnealingWarmRestarts at ``T_cur`` epochs into a period of ``T_i``."""
-  return eta_min + (base - eta_min) * (1 + xp.cos(math.pi * T_cur / T_i)) / 2
+def warm_restart_period(xp: Namespace, e, T_0: int, T_mult: int, *, settle: bool):
+  """CosineAnnealingWarmRestarts's ``(T_cur, T_i)`` at epoch ``e``: the epochs since
+  the current period started, and its length. Its lr is then
+  :func:`cosine_annealing_lr` at ``T_cur`` with ``T_max = T_i``.
+
+  Period ``n`` (from 0) lasts ``T_0 * T_mult ** n`` epochs and starts once those
+  before it have passed, at ``T_0 * (T_mult ** n - 1) / (T_mult - 1)``, so ``n`` is
+  a logarithm, which can land an ulp below an integer: at epoch 121 with
+  ``T_0=1, T_mult=3``, ``log(243, 3)`` is ``4.999999999999999``.
+
+  Args:
+    xp: :data:`PYTHON` or :data:`JAX`.
+    e: the epoch, ``>= 0`` (torch's ``step(epoch)`` comes here only from ``T_0`` on).
+    T_0: the first period.
+    T_mult: how many times longer each period is than the one before.
+    settle: move ``n`` to the period ``e`` lies in. torch's ``step()``, which
+      counts the epochs one by one, restarts at epoch 121 above (``T_cur = 0``,
+      ``T_i = 243``: the base lr), while its ``step(121)`` truncates the logarithm
+      and lands at the end of period 4 (``T_cur = T_i = 81``: ``eta_min``). The
+      pure schedules give the lr after ``e`` calls of ``step()`` (``True``); the
+      facade's ``step(epoch)`` gives torch's ``step(epoch)`` (``False``).
+  """
+  if T_mult == 1:
+    return e % T_0, T_0
+  start = lambda n: T_0 * (T_mult ** n - 1) / (T_mult - 1)  # first epoch of period n
+  # torch's math.log(x, T_mult), which CPython computes as log(x) / log(T_mult).
+  n = xp.floor(xp.log(e / T_0 * (T_mult - 1) + 1) / xp.log(float(T_mult)))
+  if settle:  # The logarithm can land an ulp either side of an integer.
+    n = xp.select(start(n + 1) <= e, lambda: n + 1,
+                  lambda: xp.select(start(n) > e, lambda: n - 1, lambda: n))
+  return e - start(n), T_0 * T_mult ** n
 
 
-def cyclic_position(xp: Namespace, e, total_size, step_ratio):
-  """CyclicLR's ``(cycle, height)``: the cycle number (from 1) and where in it,
-  0 at the base, 1 at the peak."""
+def cyclic_step_sizes(step_size_up, step_size_down) -> tuple[float, float]:
+  """CyclicLR's ``(total_size, step_ratio)``: a cycle's length, and the part of it
+  spent going up (``step_size_down=None`` goes down as fast as up)."""
+  up = float(step_size_up)
+  down = float(step_size_down) if step_size_down is not None else up
+  total_size = up + down
+  return total_size, up / total_size
+
+
+def cyclic_position(xp: Namespace, e, total_size, step_ratio, scale_mode: str):
+  """CyclicLR's ``(height, x)`` at iteration ``e``: where in its cycle (0 at the
+  base, 1 at the peak), and the scale function's argument: the cycle number (from
+  1) for ``scale_mode='cycle'``, else ``e``."""
   cycle = xp.floor(1 + e / total_size)
   x = 1.0 + e / total_size - cycle
   height = xp.select(x <= step_ratio, lambda: x / step_ratio,
                      lambda: (x - 1) / (step_ratio - 1))
-  return cycle, height
+  return height, cycle if scale_mode == 'cycle' else e
 
 
 def triangular_scale(x):
@@ -137,6 +180,33 @@ def triangular2_scale(x):
 
 def exp_range_scale(gamma, x):
   return gamma ** x
+
+
+def cyclic_mode_scale(mode: str, gamma) -> tuple[Callable[[Any], Any], str]:
+  """A CyclicLR ``mode``'s ``(scale_fn, scale_mode)``: ``'triangular'`` keeps the
+  amplitude, ``'triangular2'`` halves it each cycle, ``'exp_range'`` scales it by
+  ``gamma ** iteration``."""
+  return {
+      'triangular': (triangular_scale, 'cycle'),
+      'triangular2': (triangular2_scale, 'cycle'),
+      'exp_range': (functools.partial(exp_range_scale, gamma), 'iterations'),
+  }[mode]
+
+
+def cyclic_lr_at(base_lr, max_lr, height, scale):
+  """CyclicLR's lr: up from ``base_lr`` by ``height`` of the scaled amplitude."""
+  return base_lr + (max_lr - base_lr) * height * scale
+
+
+def cyclic_momentum_at(base_momentum, max_momentum, height, scale):
+  """CyclicLR's momentum: down from ``max_momentum`` as the lr goes up."""
+  return max_momentum - (max_momentum - base_momentum) * height * scale
+
+
+def one_cycle_lr_bounds(max_lr, div_factor, final_div_factor):
+  """OneCycleLR's ``(initial_lr, min_lr)``: where it starts and where it ends."""
+  initial_lr = max_lr / div_factor
+  return initial_lr, initial_lr / final_div_factor
 
 
 def one_cycle_anneal(xp: Namespace, strategy: str, start, end, pct):
@@ -183,6 +253,11 @@ def one_cycle_phases(three_phase: bool, start, peak, end) -> list[tuple[Any, Any
 # ReduceLROnPlateau.
 
 
+def plateau_mode_worse(mode: str) -> float:
+  """The best metric before the first: the worst there is in ``mode``."""
+  return math.inf if mode == 'min' else -math.inf
+
+
 def plateau_is_better(mode: str, threshold_mode: str, threshold, a, best):
   """Whether metric ``a`` improves on ``best`` by more than the threshold."""
   if mode == 'min' and threshold_mode == 'rel':
@@ -194,8 +269,45 @@ def plateau_is_better(mode: str, threshold_mode: str, threshold, a, best):
   return a > best + threshold
 
 
+def plateau_count(xp: Namespace, better, current, best, num_bad_epochs, cooldown_counter):
+  """ReduceLROnPlateau's ``(best, num_bad_epochs, cooldown_counter)`` after metric
+  ``current``, before any cut: an improvement (``better``, from
+  :func:`plateau_is_better`) becomes the best and resets the count of bad epochs,
+  and during a cooldown the counter runs down and bad epochs do not count."""
+  best = xp.select(better, lambda: current, lambda: best)
+  num_bad_epochs = xp.select(better, lambda: 0, lambda: num_bad_epochs + 1)
+  in_cooldown = cooldown_counter > 0
+  cooldown_counter = xp.select(in_cooldown, lambda: cooldown_counter - 1,
+                               lambda: cooldown_counter)
+  num_bad_epochs = xp.select(in_cooldown, lambda: 0, lambda: num_bad_epochs)
+  return best, num_bad_epochs, cooldown_counter
+
+
+def plateau_cut_decision(xp: Namespace, num_bad_epochs, cooldown_counter, *, patience,
+                         cooldown):
+  """``(cut, num_bad_epochs, cooldown_counter)``: whether to cut the lrs (more than
+  ``patience`` bad epochs), and the counters after it: a cut starts a cooldown and
+  a new count. torch sets them after the cut, which may raise."""
+  cut = num_bad_epochs > patience
+  return (cut, xp.select(cut, lambda: 0, lambda: num_bad_epochs),
+          xp.select(cut, lambda: cooldown, lambda: cooldown_counter))
+
+
+def plateau_reduced_lr(xp: Namespace, lr, factor, min_lr, eps):
+  """``(new_lr, changed)``: one group's cut lr, ``max(lr * factor, min_lr)``, and
+  whether torch applies it (it changes the lr by more than ``eps``)."""
+  new_lr = xp.maximum(lr * factor, min_lr)
+  return new_lr, lr - new_lr > eps
+
+
 # ----------------------------------------------------------------------------
 # SWALR.
+
+
+def swa_anneal_step(xp: Namespace, step, anneal_epochs: int):
+  """The step SWALR's anneal is at: with ``anneal_epochs=0`` the anneal is over
+  from the start (torch counts that step as 1)."""
+  return xp.maximum(1, step) if anneal_epochs == 0 else step
 
 
 def swa_alpha(xp: Namespace, strategy: str, step, anneal_epochs: int):
