@@ -10,14 +10,14 @@
 """
 
 from functional_optim.averaging.average import (
-    AveragedState, AverageState, Averager, averaged, averager, ema, swa)
+    AveragedState, Averager, RunningAverage, averaged, averager, ema, swa)
 from functional_optim.averaging.batch_norm import update_bn
 from functional_optim.averaging.functions import (
     get_ema_avg_fn, get_ema_multi_avg_fn, get_swa_avg_fn, get_swa_multi_avg_fn)
 from functional_optim.averaging.schedule import swalr
 
 __all__ = [
-    'AverageState', 'AveragedState', 'Averager', 'averaged', 'averager', 'ema',
+    'AveragedState', 'Averager', 'RunningAverage', 'averaged', 'averager', 'ema',
     'get_ema_avg_fn', 'get_ema_multi_avg_fn', 'get_swa_avg_fn', 'get_swa_multi_avg_fn',
     'swa', 'swalr', 'update_bn',
 ]

@@ -22,16 +22,18 @@ from functional_optim.core.transform import (
 PyTree = Any
 
 
-class AverageState(NamedTuple):
-  """The average so far and how many models it holds (torch's ``n_averaged``)."""
+class RunningAverage(NamedTuple):
+  """An :class:`Averager`'s state: the average so far and how many models it holds
+  (torch's ``n_averaged``). Not to be confused with :class:`AveragedState`, the
+  state of the :func:`averaged` transformation, which holds one of these."""
   averaged: PyTree
   n_averaged: jax.Array
 
 
 class Averager(NamedTuple):
-  """``init(params) -> AverageState``; ``update(state, params) -> AverageState``."""
-  init: Callable[[PyTree], AverageState]
-  update: Callable[[AverageState, PyTree], AverageState]
+  """``init(params) -> RunningAverage``; ``update(state, params) -> RunningAverage``."""
+  init: Callable[[PyTree], RunningAverage]
+  update: Callable[[RunningAverage, PyTree], RunningAverage]
 
 
 def averager(avg_fn: AvgFn | None = None, multi_avg_fn: MultiAvgFn | None = None) -> Averager:
@@ -65,7 +67,7 @@ def averager(avg_fn: AvgFn | None = None, multi_avg_fn: MultiAvgFn | None = None
         lambda a, c: leaf_fn(a, c, n), averaged, current)
 
   def init(params):
-    return AverageState(averaged=jax.tree.map(jnp.array, params),
+    return RunningAverage(averaged=jax.tree.map(jnp.array, params),
                         n_averaged=jnp.zeros([], jnp.int32))
 
   def update(state, params):
@@ -74,7 +76,7 @@ def averager(avg_fn: AvgFn | None = None, multi_avg_fn: MultiAvgFn | None = None
     mixed = multi_avg_fn(state.averaged, copied, state.n_averaged)
     averaged = jax.tree.map(lambda c, m, a: jnp.where(first, c, m).astype(a.dtype),
                             copied, mixed, state.averaged)
-    return AverageState(averaged, state.n_averaged + 1)
+    return RunningAverage(averaged, state.n_averaged + 1)
 
   return Averager(init, update)
 
@@ -123,11 +125,11 @@ class AveragedState(NamedTuple):
 
   Attributes:
     inner_state: the optimizer's state.
-    average: the running average of the params, an :class:`AverageState`.
+    average: the running average of the params, a :class:`RunningAverage`.
     count: ``update`` calls so far.
   """
   inner_state: Any
-  average: AverageState
+  average: RunningAverage
   count: jax.Array
 
 

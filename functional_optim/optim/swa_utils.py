@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from functional_optim.averaging.average import AverageState, averager
+from functional_optim.averaging.average import RunningAverage, averager
 from functional_optim.averaging.batch_norm import update_bn
 from functional_optim.averaging.functions import (
     AvgFn, MultiAvgFn, get_ema_avg_fn, get_ema_multi_avg_fn, get_swa_avg_fn,
@@ -98,7 +98,7 @@ class AveragedModel:
       averaged, current = self._averaged_part(self.module), self._averaged_part(model)
     else:
       averaged, current = self.module, model
-    state = self._update(AverageState(averaged, self.n_averaged), current)
+    state = self._update(RunningAverage(averaged, self.n_averaged), current)
     self.n_averaged = state.n_averaged
     if not self._is_module:
       self.module = state.averaged
