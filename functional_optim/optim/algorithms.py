@@ -13,7 +13,7 @@ import inspect
 from typing import Any, Callable
 
 
-from functional_optim import optimizers as F
+from functional_optim import optimizers
 from functional_optim.core.transform import apply_updates
 from functional_optim.optim.optimizer import Optimizer
 
@@ -154,22 +154,22 @@ def _torch_class(name: str, builder: Callable, dynamic: tuple[str, ...],
       '_builder': staticmethod(builder), '_dynamic': dynamic, **attributes})
 
 
-SGD = _torch_class('SGD', F.sgd, ('lr', 'momentum', 'dampening', 'weight_decay'))
-Adam = _torch_class('Adam', F.adam, ('lr', 'betas', 'eps', 'weight_decay'))
-Adadelta = _torch_class('Adadelta', F.adadelta, ('lr', 'rho', 'eps', 'weight_decay'))
-Adafactor = _torch_class('Adafactor', F.adafactor,
+SGD = _torch_class('SGD', optimizers.sgd, ('lr', 'momentum', 'dampening', 'weight_decay'))
+Adam = _torch_class('Adam', optimizers.adam, ('lr', 'betas', 'eps', 'weight_decay'))
+Adadelta = _torch_class('Adadelta', optimizers.adadelta, ('lr', 'rho', 'eps', 'weight_decay'))
+Adafactor = _torch_class('Adafactor', optimizers.adafactor,
                          ('lr', 'beta2_decay', 'eps', 'd', 'weight_decay'))
-Adagrad = _torch_class('Adagrad', F.adagrad, ('lr', 'lr_decay', 'weight_decay', 'eps'))
-Adamax = _torch_class('Adamax', F.adamax, ('lr', 'betas', 'eps', 'weight_decay'))
-ASGD = _torch_class('ASGD', F.asgd, ('lr', 'lambd', 'alpha', 't0', 'weight_decay'))
-NAdam = _torch_class('NAdam', F.nadam,
+Adagrad = _torch_class('Adagrad', optimizers.adagrad, ('lr', 'lr_decay', 'weight_decay', 'eps'))
+Adamax = _torch_class('Adamax', optimizers.adamax, ('lr', 'betas', 'eps', 'weight_decay'))
+ASGD = _torch_class('ASGD', optimizers.asgd, ('lr', 'lambd', 'alpha', 't0', 'weight_decay'))
+NAdam = _torch_class('NAdam', optimizers.nadam,
                      ('lr', 'betas', 'eps', 'weight_decay', 'momentum_decay'))
-RAdam = _torch_class('RAdam', F.radam, ('lr', 'betas', 'eps', 'weight_decay'))
-RMSprop = _torch_class('RMSprop', F.rmsprop,
+RAdam = _torch_class('RAdam', optimizers.radam, ('lr', 'betas', 'eps', 'weight_decay'))
+RMSprop = _torch_class('RMSprop', optimizers.rmsprop,
                        ('lr', 'alpha', 'eps', 'weight_decay', 'momentum'))
-Rprop = _torch_class('Rprop', F.rprop, ('lr', 'etas', 'step_sizes'))
-SparseAdam = _torch_class('SparseAdam', F.sparse_adam, ('lr', 'betas', 'eps'))
-Muon = _torch_class('Muon', F.muon,
+Rprop = _torch_class('Rprop', optimizers.rprop, ('lr', 'etas', 'step_sizes'))
+SparseAdam = _torch_class('SparseAdam', optimizers.sparse_adam, ('lr', 'betas', 'eps'))
+Muon = _torch_class('Muon', optimizers.muon,
                     ('lr', 'weight_decay', 'momentum', 'ns_coefficients', 'eps'))
 
 
@@ -224,7 +224,7 @@ class LBFGS(Optimizer):
     >>> float(loss), opt.params['w'].round(4)
     (29.0, Array([3., 3.], dtype=float32))
   """
-  _builder = staticmethod(F.lbfgs)
+  _builder = staticmethod(optimizers.lbfgs)
   _dynamic = ('lr', 'tolerance_grad', 'tolerance_change')
 
   def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
