@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 import functional_optim as fo
-from functional_optim.optimizers.lbfgs import lbfgs
+from functional_optim.optimizers import lbfgs
 
 SAMPLES, FEATURES, CLASSES = 2000, 500, 200
 L2 = 1e-3

@@ -5,7 +5,14 @@ turns on the algorithm's options (so a test over the registry exercises them),
 the torch class it mirrors, the per-param state keys torch keeps for that
 configuration, and what the algorithm needs that others do not (matrices only,
 sparse gradients, an objective). ``tests/test_registry.py`` fails when a builder
-is missing here, as optax's alias tests fail for an alias missing from theirs.
+or a facade class is missing here, as optax's alias tests fail for an alias
+missing from theirs.
+
+A test that needs data of its own per algorithm (torch's extra kwargs, a Pallas
+case, a hypothesis strategy) keeps it beside itself in a :class:`PerAlgorithm`
+table, keyed by registry name, and takes its parametrization from the registry
+(``table.names()``): a new algorithm then reaches that test at once and fails
+there, saying what to add, until the table has an entry for it.
 
 torch-free: tests that compare against torch look the class up by
 ``torch_name`` themselves.
@@ -14,13 +21,15 @@ torch-free: tests that compare against torch look the class up by
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
+import pytest
 from jax.experimental import sparse
 
 import functional_optim as fo
+from functional_optim import optim
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +51,11 @@ class Algorithm:
   @property
   def builder(self) -> Callable[..., fo.GradientTransformationExtraArgs]:
     return getattr(fo, self.name)
+
+  @property
+  def facade(self) -> type[optim.Optimizer]:
+    """Its class in ``functional_optim.optim``, named as torch's."""
+    return getattr(optim, self.torch_name)
 
   def build(self, **overrides) -> fo.GradientTransformationExtraArgs:
     return self.builder(**{**self.kwargs, **overrides})
@@ -114,3 +128,40 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in [
 
 #: The algorithms that run their math per leaf, packed or fused (implementation=).
 ELEMENTWISE = {name: a for name, a in ALGORITHMS.items() if a.elementwise}
+
+
+@dataclasses.dataclass(frozen=True)
+class NotHere:
+  """A :class:`PerAlgorithm` entry for an algorithm the test does not run: why, and
+  which test covers what it would check, if one does (``names()`` leaves it out)."""
+  why: str
+
+
+class PerAlgorithm(dict):
+  """Data one test keeps per algorithm, keyed by registry name.
+
+  Looking up an algorithm of the registry the table lacks fails the test (a skip
+  would hide the gap), naming the table to extend; a name the registry lacks (a
+  typo, a removed algorithm) fails at import. An algorithm the test does not run
+  still has an entry: :class:`NotHere`, with the reason.
+  """
+
+  def __init__(self, where: str, entries: dict[str, Any]):
+    unknown = sorted(set(entries) - set(ALGORITHMS))
+    if unknown:
+      raise KeyError(f'{where}: {unknown} not in the registry (tests/algorithms.py)')
+    super().__init__(entries)
+    self.where = where
+
+  def __missing__(self, name: str):
+    if name not in ALGORITHMS:
+      raise KeyError(name)
+    pytest.fail(f'{name!r} is in the registry (tests/algorithms.py) but not in {self.where}: '
+                'add an entry for it (NotHere(why) if this test does not run it)',
+                pytrace=False)
+
+  def names(self, among: Iterable[str] | None = None) -> list[str]:
+    """The registry's names (or those of ``among``, registry order) the test runs: all
+    but the NotHere ones; a name without an entry is among them, to fail."""
+    among = ALGORITHMS if among is None else among
+    return [name for name in among if not isinstance(self.get(name), NotHere)]

@@ -17,7 +17,7 @@ import pytest
 import functional_optim as fo
 from functional_optim import optim
 from tests.common import TORCH_REASON, precision
-from tests.parity.problem import assert_close, initial_params, loss
+from tests.algorithms_vs_torch.problem import assert_close, initial_params, loss
 
 torch = pytest.importorskip('torch', reason=TORCH_REASON)
 

@@ -63,8 +63,9 @@ def _imports(path: pathlib.Path) -> list[str]:
 
 
 def _subpackage(module: str) -> str:
-  parts = module.split('.')
-  return parts[1] if len(parts) > 2 else ''  # '' for functional_optim/*.py
+  """The subpackage a module is in ('' for the files directly in functional_optim/)."""
+  relative = MODULES[module].relative_to(PACKAGE).parts
+  return relative[0] if len(relative) > 1 else ''
 
 
 def test_no_import_cycle():

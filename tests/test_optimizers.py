@@ -1,15 +1,15 @@
 """What single optimizers do, checked by hand rather than against torch.
 
-The parity tests (``tests/parity/``) need torch; these run without it.
+The parity tests (``tests/algorithms_vs_torch/``) need torch; these run without it.
 """
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_optim.optimizers.adagrad import adagrad
-from functional_optim.optimizers.rmsprop import rmsprop
-from functional_optim.optimizers.rprop import rprop
+from functional_optim.optimizers import adagrad
+from functional_optim.optimizers import rmsprop
+from functional_optim.optimizers import rprop
 
 
 def test_rprop_sign_logic():

@@ -9,8 +9,8 @@ import pytest
 import functional_optim as fo
 from functional_optim.core.partition import MaskedNode, PartitionState, partition
 from functional_optim.kernels import unpack_state
-from functional_optim.optimizers.muon import muon
-from tests.parity.problem import assert_close
+from functional_optim.optimizers import muon
+from tests.algorithms_vs_torch.problem import assert_close
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -164,7 +164,7 @@ def test_muon_and_adamw_match_torch(x64, torch):
 
   Observed: params within 2e-15, relative; every state field within 2% of the
   tolerance. Free runs agree only while no bfloat16 rounding of Muon's update
-  goes the other way (see tests/parity/test_muon.py, which therefore compares
+  goes the other way (see tests/algorithms_vs_torch/test_muon.py, which therefore compares
   Muon step by step). None does in these 60 Newton–Schulz calls here; on a CPU
   where torch picks another bfloat16 matmul kernel, one rarely could, and this
   test would then fail for that reason alone.

@@ -115,7 +115,7 @@ def partition(transforms: Mapping[Hashable, GradientTransformation],
     >>> import jax, jax.numpy as jnp
     >>> import functional_optim as fo
     >>> from functional_optim.core.partition import partition
-    >>> from functional_optim.optimizers.muon import muon
+    >>> from functional_optim.optimizers import muon
     >>> params = {'embed': jnp.ones((10, 4)), 'dense': {'kernel': jnp.ones((4, 3)),
     ...           'bias': jnp.zeros(3)}, 'norm': jnp.ones(3)}
     >>> def label(path, p):

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from functional_optim import optimizers
 from functional_optim.kernels.packing import edit_per_leaf, unpack_state
 
 PyTree = Any
@@ -253,14 +254,9 @@ FORMATS: dict[str, TorchStateFormat] = {
     'LBFGS': LBFGSFormat(),
 }
 
-#: The torch class of each of our state classes.
-TORCH_CLASS_OF_STATE = {
-    'SGDState': 'SGD', 'AdamState': 'Adam', 'AdadeltaState': 'Adadelta',
-    'AdafactorState': 'Adafactor', 'AdagradState': 'Adagrad', 'AdamaxState': 'Adamax',
-    'ASGDState': 'ASGD', 'NAdamState': 'NAdam', 'RAdamState': 'RAdam',
-    'RMSpropState': 'RMSprop', 'RpropState': 'Rprop', 'MuonState': 'Muon',
-    'SparseAdamState': 'SparseAdam', 'LBFGSState': 'LBFGS',
-}
+#: The torch class of each of our optimizers' state classes: ``<TorchName>State``.
+TORCH_CLASS_OF_STATE = {name: name.removesuffix('State') for name in optimizers.__all__
+                        if name.endswith('State')}
 
 
 def format_of(torch_name: str) -> TorchStateFormat:

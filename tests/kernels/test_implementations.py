@@ -14,36 +14,8 @@ import numpy as np
 import pytest
 
 import functional_optim as fo
+from tests.algorithms import ELEMENTWISE
 from tests.common import precision
-
-# The richest option set of each algorithm (torch's name, ours, kwargs, state keys).
-ALGORITHMS = {
-    'adam': ('Adam', fo.adam, dict(lr=0.05, amsgrad=True, weight_decay=0.05,
-                                   maximize=True),
-             ('step', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')),
-    'adamw': ('AdamW', fo.adamw, dict(lr=0.05, weight_decay=0.3),
-              ('step', 'exp_avg', 'exp_avg_sq')),
-    'sgd': ('SGD', fo.sgd, dict(lr=0.05, momentum=0.9, nesterov=True,
-                                weight_decay=0.01), ('momentum_buffer',)),
-    'adagrad': ('Adagrad', fo.adagrad,
-                dict(lr=0.1, lr_decay=0.01, weight_decay=0.05, initial_accumulator_value=0.2),
-                ('step', 'sum')),
-    'adamax': ('Adamax', fo.adamax, dict(lr=0.05, weight_decay=0.05),
-               ('step', 'exp_avg', 'exp_inf')),
-    'nadam': ('NAdam', fo.nadam, dict(lr=0.05, weight_decay=0.05,
-                                      decoupled_weight_decay=True),
-              ('step', 'exp_avg', 'exp_avg_sq', 'mu_product')),
-    'radam': ('RAdam', fo.radam, dict(lr=0.05, weight_decay=0.05),
-              ('step', 'exp_avg', 'exp_avg_sq')),
-    'rmsprop': ('RMSprop', fo.rmsprop,
-                dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.05),
-                ('step', 'square_avg', 'momentum_buffer', 'grad_avg')),
-    'adadelta': ('Adadelta', fo.adadelta, dict(lr=0.5, weight_decay=0.05),
-                 ('step', 'square_avg', 'acc_delta')),
-    'asgd': ('ASGD', fo.asgd, dict(lr=0.05, t0=5, weight_decay=0.05),
-             ('step', 'eta', 'mu', 'ax')),
-    'rprop': ('Rprop', fo.rprop, dict(lr=0.05), ('step', 'prev', 'step_size')),
-}
 
 
 def _some_without_gradient(step, i):
@@ -58,11 +30,12 @@ def pallas_interpreted():
   jax.clear_caches()
 
 
-# The fused kernel (interpret mode) against torch, on the four algorithms torch
-# fuses, float32 as well for Adam; the packed foreach path with params going
-# without a gradient, on the algorithms with 0-d state (NAdam, ASGD). Elsewhere:
-# every algorithm's foreach and fused flags against torch's in tests/parity (both
-# precisions), and the kernel against run_math for every algorithm's math in
+# The registry's configurations (the richest option set of each algorithm). The
+# fused kernel (interpret mode) against torch, on the four algorithms torch fuses,
+# float32 as well for Adam; the packed foreach path with params going without a
+# gradient, on the algorithms with 0-d state (NAdam, ASGD). Elsewhere: every
+# algorithm's foreach and fused flags against torch's in tests/algorithms_vs_torch
+# (both precisions), and the kernel against run_math for every algorithm's math in
 # test_pallas.py.
 PARITY_RUNS = ([(name, 'fused', np.float64) for name in ('adam', 'adamw', 'sgd', 'adagrad')]
                + [('adam', 'fused', np.float32)]
@@ -72,13 +45,13 @@ PARITY_RUNS = ([(name, 'fused', np.float64) for name in ('adam', 'adamw', 'sgd',
 @pytest.mark.parametrize('name,implementation,dtype', PARITY_RUNS,
                          ids=[f'{n}-{i}-{np.dtype(d)}' for n, i, d in PARITY_RUNS])
 def test_parity_with_torch(name, implementation, dtype, pallas_interpreted, torch):
-  from tests.parity.harness import Case, check_parity  # here: the harness needs torch
-  torch_name, ours, kwargs, keys = ALGORITHMS[name]
-  case = Case(getattr(torch.optim, torch_name), ours, kwargs, steps=20,
-              has_grad=_some_without_gradient,
+  from tests.algorithms_vs_torch.harness import Case, check_parity  # here: it needs torch
+  algorithm = ELEMENTWISE[name]
+  case = Case(getattr(torch.optim, algorithm.torch_name), algorithm.builder,
+              dict(algorithm.kwargs), steps=20, has_grad=_some_without_gradient,
               our_kwargs=dict(implementation=implementation))
   with precision(dtype):
-    check_parity(case, dtype, keys)
+    check_parity(case, dtype, algorithm.state_keys)
 
 
 def _mixed_tree(rng):
@@ -109,12 +82,12 @@ MIXED_TREE_RUNS = [(name, ('loop', 'foreach', 'fused') if name in ('adam', 'rpro
                          ids=[name for name, _ in MIXED_TREE_RUNS])
 def test_implementations_agree_on_a_mixed_tree(name, implementations, pallas_interpreted):
   """Mixed dtypes, complex, empty, scalar and odd-sized leaves; the same numbers."""
-  _, ours, kwargs, _ = ALGORITHMS[name]
+  algorithm = ELEMENTWISE[name]
   with jax.enable_x64(True):
     params = _mixed_tree(np.random.default_rng(1))
     results = {}
     for implementation in implementations:
-      tx = ours(**kwargs, implementation=implementation)
+      tx = algorithm.build(implementation=implementation)
 
       @jax.jit
       def step(p, s, grads, tx=tx):

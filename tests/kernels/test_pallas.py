@@ -1,10 +1,11 @@
 """The generic Pallas kernel: fused_update computes what run_math computes.
 
 On CPU the kernel runs in interpret mode, over small buffers cut into several
-blocks (and one ragged last block), for real optimizers' maths: Adam with
-AMSGrad and decoupled decay, SGD with Nesterov momentum, Adagrad, Rprop (a bool
-scalar) and per-row scalars, in float32, float64 and bfloat16 storage with
-float32 state. One test lowers the kernel for CUDA (Triton) without a GPU.
+blocks (and one ragged last block), for the math of every elementwise algorithm
+of the registry (``tests/algorithms.py``), and beyond that for AdamW's (Adam with
+AMSGrad and decoupled decay), SGD's with Nesterov momentum, Adagrad's and Rprop's
+(a bool scalar), with per-row scalars, in float32, float64 and bfloat16 storage
+with float32 state. One test lowers the kernel for CUDA (Triton) without a GPU.
 """
 
 import functools
@@ -19,15 +20,17 @@ import numpy as np
 import pytest
 
 from functional_optim.kernels import pallas
-from functional_optim.kernels.elementwise import run_math
+from functional_optim.kernels import run_math
 from functional_optim.kernels.pallas import fused_update, pallas_options
+from tests.algorithms import ELEMENTWISE, PerAlgorithm
 
 LANES = 128
 
 
 def _optimizer_module(name):
-  # functional_optim.optimizers re-exports the constructors under the module names.
-  return importlib.import_module(f'functional_optim.optimizers.{name}')
+  # The math functions are the algorithm modules' own (functional_optim.optimizers
+  # exports only the builders and states).
+  return importlib.import_module(f'functional_optim.optimizers._{name}')
 
 
 adam_module = _optimizer_module('adam')
@@ -36,11 +39,12 @@ rprop_module = _optimizer_module('rprop')
 sgd_module = _optimizer_module('sgd')
 
 
-def _adam_case(step, dtype):
+def _adam_case(step, dtype, decoupled=True, maximize=False):
+  """AdamW's math (Adam's with decoupled decay) unless ``decoupled=False``: Adam's L2."""
   hp = {'lr': jnp.array(1e-2, dtype), 'betas': (jnp.array(0.9, dtype), jnp.array(0.999, dtype)),
         'eps': jnp.array(1e-8, dtype), 'weight_decay': jnp.array(0.1, dtype)}
-  math = functools.partial(adam_module._adam_math, maximize=False, amsgrad=True,
-                           weight_decay=True, decoupled=True)
+  math = functools.partial(adam_module._adam_math, maximize=maximize, amsgrad=True,
+                           weight_decay=True, decoupled=decoupled)
   return math, adam_module._adam_scalars(step, hp), ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
 
 
@@ -81,8 +85,11 @@ def _simple_case(name, math_options, hp, buffer_names, **scalar_state):
 
 
 DECAY = dict(maximize=False, weight_decay=True)
-CASES = {
-    'adam': _adam_case, 'sgd': _sgd_case, 'adagrad': _adagrad_case, 'rprop': _rprop_case,
+# An elementwise algorithm of the registry without a case here fails
+# test_equals_run_math_float32.
+CASES = PerAlgorithm('test_pallas.py CASES', {
+    'adam': functools.partial(_adam_case, decoupled=False, maximize=True),
+    'adamw': _adam_case, 'sgd': _sgd_case, 'adagrad': _adagrad_case, 'rprop': _rprop_case,
     # The other elementwise optimizers: the kernel is the same for every math.
     'nadam': _simple_case('nadam', dict(DECAY, decoupled=True),
                           dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3,
@@ -99,7 +106,7 @@ CASES = {
                                                  weight_decay=0.1), ('exp_avg', 'exp_inf')),
     'asgd': _simple_case('asgd', DECAY, dict(lr=0.01, lambd=1e-4, alpha=0.75, t0=2.0,
                                              weight_decay=0.1), ('ax',), eta=0.01, mu=1.0),
-}
+})
 
 
 def _arrays(rows, grad_dtype, buffer_dtype, buffer_names, seed=0):
@@ -154,7 +161,7 @@ def _assert_same(actual, expected, rtol):
 STEPS = jnp.repeat(jnp.array([1.0, 4.0, 100.0]), 8)[:, None]
 
 
-@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('name', CASES.names(ELEMENTWISE))
 def test_equals_run_math_float32(name):
   math, scalars, buffer_names = CASES[name](STEPS, jnp.float32)
   # RMSprop's and Adadelta's scalars do not depend on the step: all 0-d.
@@ -236,7 +243,7 @@ def _jaxlib_version():
 
 @pytest.mark.skipif(_jaxlib_version() > (0, 10, 2),
                     reason='later jaxlibs compile Triton kernels while lowering: a GPU is needed')
-@pytest.mark.parametrize('name', ['adam', 'rprop'])
+@pytest.mark.parametrize('name', ['adamw', 'rprop'])
 def test_lowers_to_triton_for_cuda_without_a_gpu(name):
   # The Triton IR is built on the host: every op of the math has a Triton lowering.
   step = jnp.repeat(jnp.array([1.0, 3.0]), 8)[:, None]

@@ -29,7 +29,7 @@ from functional_optim import optim
 from functional_optim.interop.torch import rename_params, state_from_torch, state_to_torch
 from tests.algorithms import ALGORITHMS
 from tests.common import TORCH_REASON
-from tests.parity.problem import assert_close
+from tests.algorithms_vs_torch.problem import assert_close
 
 torch = pytest.importorskip('torch', reason=TORCH_REASON)
 nnx = pytest.importorskip('flax.nnx')

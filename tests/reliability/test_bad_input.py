@@ -44,6 +44,7 @@ import functional_optim as fo
 from functional_optim import optim
 from functional_optim import schedules as S
 from functional_optim.interop.torch import state_dict_to_torch
+from tests.algorithms import ALGORITHMS
 from tests.common import assert_same_error_as_torch
 from tests.optim import test_lr_scheduler_errors as scheduler_errors
 
@@ -53,28 +54,10 @@ nan = float('nan')
 # ----------------------------------------------------------------------------
 # Shared: the algorithms, their params and gradients, and "nothing changed".
 
-# name: (functional builder, facade class, the name of torch.optim's class (ours
-# too), options that keep every buffer the algorithm has).
-ALGORITHMS = {
-    'sgd': (fo.sgd, optim.SGD, 'SGD', dict(lr=0.1, momentum=0.9)),
-    'adam': (fo.adam, optim.Adam, 'Adam', dict(lr=0.1, amsgrad=True)),
-    'adamw': (fo.adamw, optim.AdamW, 'AdamW', dict(lr=0.1)),
-    'adadelta': (fo.adadelta, optim.Adadelta, 'Adadelta', {}),
-    'adafactor': (fo.adafactor, optim.Adafactor, 'Adafactor', {}),
-    'adagrad': (fo.adagrad, optim.Adagrad, 'Adagrad', {}),
-    'adamax': (fo.adamax, optim.Adamax, 'Adamax', {}),
-    'asgd': (fo.asgd, optim.ASGD, 'ASGD', {}),
-    'muon': (fo.muon, optim.Muon, 'Muon', dict(weight_decay=0.1)),
-    'nadam': (fo.nadam, optim.NAdam, 'NAdam', {}),
-    'radam': (fo.radam, optim.RAdam, 'RAdam', {}),
-    'rmsprop': (fo.rmsprop, optim.RMSprop, 'RMSprop',
-                dict(momentum=0.9, centered=True)),
-    'rprop': (fo.rprop, optim.Rprop, 'Rprop', {}),
-    'sparse_adam': (fo.sparse_adam, optim.SparseAdam, 'SparseAdam', {}),
-    'lbfgs': (fo.lbfgs, optim.LBFGS, 'LBFGS', {}),
-}
-# The ones stepped with dense gradients through update(grads, state, params).
-DENSE = [n for n in ALGORITHMS if n not in ('sparse_adam', 'lbfgs')]
+# The algorithms are the registry's (tests/algorithms.py), in its configurations,
+# which keep every buffer an algorithm has. DENSE: the ones stepped with dense
+# gradients through update(grads, state, params).
+DENSE = [n for n, a in ALGORITHMS.items() if not (a.sparse_gradients or a.needs_objective)]
 # torch's SGD and Adagrad take sparse gradients; ours take dense ones only
 # (SparseAdam apart; adagrad's docstring says so), so a sparse gradient is bad
 # input for them here but not in torch: left out of the catalogue.
@@ -83,7 +66,7 @@ TORCH_TAKES_SPARSE = ('sgd', 'adagrad')
 
 def shapes(name: str) -> dict:
   # Muon updates matrices only.
-  return {'w': (2, 3), 'b': {'c': (4, 2) if name == 'muon' else (4,)}}
+  return {'w': (2, 3), 'b': {'c': (4, 2) if ALGORITHMS[name].matrices_only else (4,)}}
 
 
 def params_for(name: str, seed: int = 0) -> dict:
@@ -94,19 +77,19 @@ def params_for(name: str, seed: int = 0) -> dict:
 
 def grads_for(name: str, seed: int) -> dict:
   grads = params_for(name, seed + 100)
-  if name == 'sparse_adam':  # a BCOO gradient per param, as an embedding lookup gives
+  if ALGORITHMS[name].sparse_gradients:
+    # A BCOO gradient per param, as an embedding lookup gives.
     return jax.tree.map(sparse.BCOO.fromdense, grads)
   return grads
 
 
 def build(name: str):
-  builder, _, _, options = ALGORITHMS[name]
-  return builder(**options)
+  return ALGORITHMS[name].build()
 
 
 def facade(name: str, params=None):
-  _, cls, _, options = ALGORITHMS[name]
-  return cls(params_for(name) if params is None else params, **options)
+  algorithm = ALGORITHMS[name]
+  return algorithm.facade(params_for(name) if params is None else params, **algorithm.kwargs)
 
 
 def lbfgs_closure(params):
@@ -115,7 +98,7 @@ def lbfgs_closure(params):
 
 
 def valid_step(opt, name: str, seed: int) -> None:
-  if name == 'lbfgs':
+  if ALGORITHMS[name].needs_objective:
     opt.step(lbfgs_closure)
   else:
     opt.step(grads_for(name, seed))
@@ -250,8 +233,8 @@ SAME_AS_TORCH = [
     ('SparseAdam', dict(betas=(1.0, 0.999))),
     ('SparseAdam', dict(betas=(0.9, 1.0))),
 ]
-FUNCTIONAL = {torch_name: builder for builder, _, torch_name, _ in ALGORITHMS.values()}
-FACADE = {torch_name: cls for _, cls, torch_name, _ in ALGORITHMS.values()}
+FUNCTIONAL = {a.torch_name: a.builder for a in ALGORITHMS.values()}
+FACADE = {a.torch_name: a.facade for a in ALGORITHMS.values()}
 
 
 def case_id(name, kwargs) -> str:
@@ -722,8 +705,9 @@ def test_state_of_another_optimizer(name, jit):
   kept = tree_copy(state)
   tx = build(name)
   update = jax.jit(tx.update, static_argnames=('value_fn',)) if jit else tx.update
-  grads = None if name == 'lbfgs' else grads_for(name, 0)
-  extra = {'value_fn': lbfgs_closure} if name == 'lbfgs' else {}
+  needs_objective = ALGORITHMS[name].needs_objective
+  grads = None if needs_objective else grads_for(name, 0)
+  extra = {'value_fn': lbfgs_closure} if needs_objective else {}
   with pytest.raises(TypeError, match=rf'{name} needs its own state \(\w+State\), got '
                                       rf'{type(state).__name__}'):
     update(grads, state, params, **extra)
@@ -794,7 +778,7 @@ OTHER_OPTIONS = [
 @pytest.mark.parametrize('name,made,used,match', OTHER_OPTIONS,
                          ids=[f'{n}-{m}-to-{u}' for n, m, u, _ in OTHER_OPTIONS])
 def test_state_of_other_options(name, made, used, match):
-  builder = ALGORITHMS[name][0]
+  builder = ALGORITHMS[name].builder
   params = params_for(name)
   state = builder(**made).init(params)
   kept = tree_copy(state)

@@ -24,6 +24,7 @@ import pytest
 import functional_optim as fo
 from functional_optim import optim
 from functional_optim import schedules as S
+from tests.algorithms import ALGORITHMS
 from tests.reliability.test_bad_input import (
     assert_identical, assert_unchanged_and_working, grads_for, params_for, snapshot, twins)
 
@@ -235,7 +236,7 @@ def test_restore_optimizer_keeps_an_adamw_adamw(adam_checkpoint):
   fo.distributed.restore_optimizer(str(adam_checkpoint), opt)
   assert opt.param_groups[0]['decoupled_weight_decay'] is True
   assert opt.param_groups[0]['param_names'] == names
-  assert opt.param_groups[0]['lr'] == 0.1  # the saved settings otherwise
+  assert opt.param_groups[0]['lr'] == ALGORITHMS['adam'].kwargs['lr']  # the saved one
 
 
 # A hand-edited or damaged checkpoint's settings: the constructor's errors.

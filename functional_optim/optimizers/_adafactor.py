@@ -197,7 +197,7 @@ def adafactor(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from functional_optim.optimizers.adafactor import adafactor
+    >>> from functional_optim.optimizers import adafactor
     >>> tx = adafactor(lr=0.1)
     >>> params = jnp.array([3.0, -4.0])
     >>> state = tx.init(params)

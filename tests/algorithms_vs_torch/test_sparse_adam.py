@@ -17,9 +17,9 @@ import pytest
 from jax.experimental import sparse
 
 import functional_optim as fo
-from functional_optim.optimizers.sparse_adam import sparse_adam
+from functional_optim.optimizers import sparse_adam
 from tests.common import TORCH_REASON
-from tests.parity.harness import assert_same_error_as_torch, assert_close, precision
+from tests.algorithms_vs_torch.harness import assert_same_error_as_torch, assert_close, precision
 
 torch = pytest.importorskip('torch', reason=TORCH_REASON)
 

@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_optim.optimizers.asgd import asgd
+from functional_optim.optimizers import asgd
 from tests.common import TORCH_REASON
-from tests.parity.harness import Case, check_parity, precision
-from tests.parity.harness import assert_same_error_as_torch
+from tests.algorithms_vs_torch.harness import Case, check_parity, precision
+from tests.algorithms_vs_torch.harness import assert_same_error_as_torch
 
 torch = pytest.importorskip('torch', reason=TORCH_REASON)
 

@@ -36,9 +36,9 @@ import numpy as np
 import pytest
 
 import functional_optim as fo
-from functional_optim.optimizers.muon import adjusted_lr_ratio, muon, newton_schulz
+from functional_optim.optimizers._muon import adjusted_lr_ratio, muon, newton_schulz
 from tests.common import precision
-from tests.parity.problem import assert_close, loss
+from tests.algorithms_vs_torch.problem import assert_close, loss
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')

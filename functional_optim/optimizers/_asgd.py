@@ -119,7 +119,7 @@ def asgd(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from functional_optim.optimizers.asgd import asgd
+    >>> from functional_optim.optimizers import asgd
     >>> tx = asgd(lr=0.1, lambd=0.0, t0=0)
     >>> params = jnp.array([1.0, -1.0])
     >>> state = tx.init(params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functional_optim.core.hyperparams import ScalarOrSchedule
 from functional_optim.core.transform import GradientTransformationExtraArgs
 from functional_optim.optimizers._builder import mirrors
-from functional_optim.optimizers.adam import adam
+from functional_optim.optimizers._adam import adam
 
 
 @mirrors('AdamW')
@@ -38,7 +38,7 @@ def adamw(
 
   Note the default ``weight_decay=1e-2`` (Adam's is 0). The arguments are
   :func:`adam`'s; the state is an
-  :class:`~functional_optim.optimizers.adam.AdamState`.
+  :class:`~functional_optim.optimizers.AdamState`.
 
   Example:
     >>> import jax.numpy as jnp

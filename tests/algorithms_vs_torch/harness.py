@@ -21,7 +21,7 @@ import pytest
 
 import functional_optim as fo
 from tests.common import TORCH_REASON, assert_same_error_as_torch, precision
-from tests.parity.problem import SHAPES, TOLERANCES, assert_close, initial_params, loss
+from tests.algorithms_vs_torch.problem import SHAPES, TOLERANCES, assert_close, initial_params, loss
 
 # Every module that imports the harness compares against torch: without torch,
 # it is skipped as a whole.

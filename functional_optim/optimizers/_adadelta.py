@@ -110,7 +110,7 @@ def adadelta(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from functional_optim.optimizers.adadelta import adadelta
+    >>> from functional_optim.optimizers import adadelta
     >>> tx = adadelta(rho=0.25, eps=0.25)
     >>> params = jnp.array([1.0, -1.0])
     >>> state = tx.init(params)

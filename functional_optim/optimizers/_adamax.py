@@ -99,7 +99,7 @@ def adamax(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from functional_optim.optimizers.adamax import adamax
+    >>> from functional_optim.optimizers import adamax
     >>> tx = adamax(lr=0.1)
     >>> params = jnp.array([1.0, -1.0])
     >>> state = tx.init(params)

@@ -6,7 +6,7 @@ import pytest
 
 import functional_optim as fo
 from tests.common import TORCH_REASON
-from tests.parity.harness import Case, check_parity, precision
+from tests.algorithms_vs_torch.harness import Case, check_parity, precision
 
 torch = pytest.importorskip('torch', reason=TORCH_REASON)
 

@@ -1,5 +1,9 @@
-"""optim.X against torch.optim.X: two param groups, named and unnamed params, and
-state handed between the two libraries mid-run, both ways."""
+"""The facade's classes against torch's: optim.X against torch.optim.X, for every
+algorithm of the registry (``tests/algorithms.py``), with two param groups, named
+and unnamed params, and state handed between the two libraries mid-run, both ways.
+
+(Each algorithm's functional builder against torch, option by option:
+``tests/algorithms_vs_torch/``.)"""
 
 import copy
 import io
@@ -11,34 +15,40 @@ import pytest
 
 from functional_optim import optim
 from functional_optim.interop.torch import state_dict_to_torch
+from tests.algorithms import ALGORITHMS, NotHere, PerAlgorithm
+from tests.algorithms_vs_torch.harness import assert_close, initial_params, loss, precision
 from tests.common import TORCH_REASON
-from tests.parity.harness import assert_close, initial_params, loss, precision
 
 torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
-# class name -> (defaults, overrides of the second group)
-CLASSES = {
-    'SGD': (dict(lr=0.05, momentum=0.9, weight_decay=0.01),
+# registry name -> (defaults, overrides of the second group); the algorithms whose
+# class needs a problem of its own, NotHere.
+CLASSES = PerAlgorithm('test_classes_vs_torch.py CLASSES', {
+    'sgd': (dict(lr=0.05, momentum=0.9, weight_decay=0.01),
             dict(lr=0.02, nesterov=True, maximize=False, dampening=0.0)),
-    'Adam': (dict(lr=0.05, amsgrad=True),
+    'adam': (dict(lr=0.05, amsgrad=True),
              dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
-    'AdamW': (dict(lr=0.05, weight_decay=0.05),
+    'adamw': (dict(lr=0.05, weight_decay=0.05),
               dict(lr=0.02, eps=1e-6, amsgrad=True)),
-    'Adadelta': (dict(lr=1.0, weight_decay=0.01), dict(lr=0.5, rho=0.8, eps=1e-5)),
-    'Adafactor': (dict(lr=0.01), dict(lr=0.02, d=2.0, weight_decay=0.01)),
-    'Adagrad': (dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1),
+    'adadelta': (dict(lr=1.0, weight_decay=0.01), dict(lr=0.5, rho=0.8, eps=1e-5)),
+    'adafactor': (dict(lr=0.01), dict(lr=0.02, d=2.0, weight_decay=0.01)),
+    'adagrad': (dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1),
                 dict(lr=0.05, weight_decay=0.01)),
-    'Adamax': (dict(lr=0.02), dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.01)),
-    'ASGD': (dict(lr=0.05, t0=10), dict(lr=0.02, lambd=1e-3)),
-    'NAdam': (dict(lr=0.02), dict(lr=0.01, momentum_decay=0.01, weight_decay=0.01,
+    'adamax': (dict(lr=0.02), dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.01)),
+    'asgd': (dict(lr=0.05, t0=10), dict(lr=0.02, lambd=1e-3)),
+    'nadam': (dict(lr=0.02), dict(lr=0.01, momentum_decay=0.01, weight_decay=0.01,
                                   decoupled_weight_decay=True)),
-    'RAdam': (dict(lr=0.02), dict(lr=0.01, weight_decay=0.01)),
+    'radam': (dict(lr=0.02), dict(lr=0.01, weight_decay=0.01)),
     # The second group has no momentum: torch keeps no momentum_buffer for it.
-    'RMSprop': (dict(lr=0.01, alpha=0.9, eps=1e-2, momentum=0.5),
+    'rmsprop': (dict(lr=0.01, alpha=0.9, eps=1e-2, momentum=0.5),
                 dict(lr=0.005, centered=True, momentum=0.0)),
-    'Rprop': (dict(lr=0.01), dict(lr=0.02, etas=(0.4, 1.3))),
-}
-FLOAT32 = ('SGD', 'Adam', 'AdamW')
+    'rprop': (dict(lr=0.01), dict(lr=0.02, etas=(0.4, 1.3))),
+    'muon': NotHere('test_muon_two_groups: matrices only'),
+    'sparse_adam': NotHere('test_sparse_adam_with_sparse_gradients: sparse gradients'),
+    'lbfgs': NotHere('test_lbfgs_closure_steps, test_lbfgs_state_dict_handoff_both_ways: '
+                     'steps with a closure'),
+})
+FLOAT32 = ('sgd', 'adam', 'adamw')
 FLOAT32_SCALARS = ('eta', 'mu', 'mu_product')
 
 
@@ -50,13 +60,13 @@ def _groups(params, overrides, named):
 def _torch_opt(name, init, named, overrides=None):
   defaults, second = CLASSES[name]
   tensors = [torch.tensor(x, requires_grad=True) for x in init]
-  return tensors, getattr(torch.optim, name)(
+  return tensors, getattr(torch.optim, ALGORITHMS[name].torch_name)(
       _groups(tensors, overrides or second, named), **defaults)
 
 
 def _our_opt(name, init, named, overrides=None):
   defaults, second = CLASSES[name]
-  return getattr(optim, name)(
+  return ALGORITHMS[name].facade(
       _groups([jnp.asarray(x) for x in init], overrides or second, named), **defaults)
 
 
@@ -93,13 +103,15 @@ def _compare(opt, tensors, topt):
       assert_close(ours, value, f'state {pid} {key}')
 
 
-RUNS = ([(name, np.float64, named) for name in CLASSES for named in (False, True)]
+RUNS = ([(name, np.float64, named) for name in CLASSES.names() for named in (False, True)]
         + [(name, np.float32, named) for name in FLOAT32 for named in (False, True)])
+# The ids name the classes, as torch does.
+CLASS_NAMES = [ALGORITHMS[name].torch_name for name in CLASSES.names()]
 
 
 @pytest.mark.parametrize('name,dtype,named', RUNS,
-                         ids=[f'{n}-{np.dtype(d).name}-{"named" if m else "unnamed"}'
-                              for n, d, m in RUNS])
+                         ids=[f'{ALGORITHMS[n].torch_name}-{np.dtype(d).name}-'
+                              f'{"named" if m else "unnamed"}' for n, d, m in RUNS])
 def test_two_groups_50_steps(name, dtype, named):
   with precision(dtype):
     init = initial_params(dtype)
@@ -115,7 +127,7 @@ def test_two_groups_50_steps(name, dtype, named):
     assert sum(fn._cache_size() for fn in opt._compiled.values()) == 1
 
 
-@pytest.mark.parametrize('name', CLASSES)
+@pytest.mark.parametrize('name', CLASSES.names(), ids=CLASS_NAMES)
 def test_handoff_from_torch(name, x64):
   """torch trains 10 steps, saves; we load and continue; torch continues alongside."""
   init = initial_params(np.float64)
@@ -134,7 +146,7 @@ def test_handoff_from_torch(name, x64):
   _compare(opt, tensors, topt)
 
 
-@pytest.mark.parametrize('name', CLASSES)
+@pytest.mark.parametrize('name', CLASSES.names(), ids=CLASS_NAMES)
 def test_handoff_to_torch(name, x64):
   """We train 10 steps; torch loads our state dict and continues alongside us."""
   init = initial_params(np.float64)

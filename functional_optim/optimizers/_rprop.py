@@ -126,7 +126,7 @@ def rprop(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from functional_optim.optimizers.rprop import rprop
+    >>> from functional_optim.optimizers import rprop
     >>> tx = rprop(lr=0.1)
     >>> params = jnp.array([1.0, -1.0])
     >>> state = tx.init(params)

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_optim.optimizers.radam import radam
+from functional_optim.optimizers import radam
 from tests.common import TORCH_REASON
-from tests.parity.harness import Case, check_parity, precision
-from tests.parity.harness import assert_same_error_as_torch
+from tests.algorithms_vs_torch.harness import Case, check_parity, precision
+from tests.algorithms_vs_torch.harness import assert_same_error_as_torch
 
 torch = pytest.importorskip('torch', reason=TORCH_REASON)
 

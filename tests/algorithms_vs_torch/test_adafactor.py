@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_optim.optimizers.adafactor import adafactor
+from functional_optim.optimizers import adafactor
 from tests.common import TORCH_REASON
-from tests.parity.harness import (
+from tests.algorithms_vs_torch.harness import (
     assert_same_error_as_torch,
     SHAPES, Case, assert_close, initial_params, precision, run_ours, run_torch)
 

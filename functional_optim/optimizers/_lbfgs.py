@@ -89,7 +89,7 @@ class LBFGSState(NamedTuple):
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from functional_optim.optimizers.lbfgs import lbfgs
+      >>> from functional_optim.optimizers import lbfgs
       >>> f = lambda p: jnp.sum(jnp.array([1.0, 4.0]) * p ** 2)
       >>> tx = lbfgs(max_iter=3, history_size=5)
       >>> params = jnp.array([1.0, 1.0])
@@ -414,7 +414,7 @@ def lbfgs(
   Example:
     >>> import jax, jax.numpy as jnp
     >>> import functional_optim as fo
-    >>> from functional_optim.optimizers.lbfgs import lbfgs
+    >>> from functional_optim.optimizers import lbfgs
     >>> def rosenbrock(p):
     ...   return (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2
     >>> tx = lbfgs(max_iter=100, line_search_fn='strong_wolfe')

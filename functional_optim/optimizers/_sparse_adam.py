@@ -150,7 +150,7 @@ def sparse_adam(
   Example:
     >>> import jax.numpy as jnp
     >>> from jax.experimental import sparse
-    >>> from functional_optim.optimizers.sparse_adam import sparse_adam
+    >>> from functional_optim.optimizers import sparse_adam
     >>> tx = sparse_adam(lr=0.1)
     >>> table = jnp.zeros((4, 2))
     >>> state = tx.init(table)

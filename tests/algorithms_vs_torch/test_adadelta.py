@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from functional_optim.optimizers.adadelta import adadelta
+from functional_optim.optimizers import adadelta
 from tests.common import TORCH_REASON
-from tests.parity.harness import assert_same_error_as_torch, Case, check_parity, precision
+from tests.algorithms_vs_torch.harness import assert_same_error_as_torch, Case, check_parity, precision
 
 torch = pytest.importorskip('torch', reason=TORCH_REASON)
 

@@ -110,7 +110,7 @@ def adagrad(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from functional_optim.optimizers.adagrad import adagrad
+    >>> from functional_optim.optimizers import adagrad
     >>> tx = adagrad(lr=0.1, initial_accumulator_value=0.75)
     >>> params = jnp.array([1.0, -1.0])
     >>> state = tx.init(params)

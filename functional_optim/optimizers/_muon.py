@@ -76,7 +76,7 @@ def newton_schulz(x: jax.Array, coefficients: Sequence[Any], steps: int,
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from functional_optim.optimizers.muon import newton_schulz
+    >>> from functional_optim.optimizers._muon import newton_schulz
     >>> o = newton_schulz(jnp.array([[3.0, 0.0], [0.0, 0.5]]),
     ...                   (3.4445, -4.775, 2.0315), steps=5, eps=1e-7)
     >>> o.dtype, [round(float(v), 1) for v in jnp.diag(o)]  # both pushed towards 1
@@ -116,7 +116,7 @@ def adjusted_lr_ratio(adjust_lr_fn: str | None, shape: tuple[int, ...]) -> float
     ValueError: any other ``adjust_lr_fn``.
 
   Example:
-    >>> from functional_optim.optimizers.muon import adjusted_lr_ratio
+    >>> from functional_optim.optimizers._muon import adjusted_lr_ratio
     >>> adjusted_lr_ratio(None, (16, 4)), adjusted_lr_ratio(None, (4, 16))
     (2.0, 1.0)
     >>> adjusted_lr_ratio('match_rms_adamw', (16, 4))
@@ -231,7 +231,7 @@ def muon(
   Example:
     >>> import jax.numpy as jnp
     >>> import functional_optim as fo
-    >>> from functional_optim.optimizers.muon import muon
+    >>> from functional_optim.optimizers import muon
     >>> tx = muon(lr=0.02)
     >>> params = {'w': jnp.array([[1.0, 0.0], [0.0, 1.0]])}
     >>> state = tx.init(params)

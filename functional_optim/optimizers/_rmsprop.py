@@ -129,7 +129,7 @@ def rmsprop(
 
   Example:
     >>> import jax.numpy as jnp
-    >>> from functional_optim.optimizers.rmsprop import rmsprop
+    >>> from functional_optim.optimizers import rmsprop
     >>> tx = rmsprop(lr=0.01, alpha=0.75, momentum=0.5)
     >>> params = jnp.array([1.0, -1.0])
     >>> state = tx.init(params)

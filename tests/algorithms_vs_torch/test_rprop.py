@@ -4,10 +4,10 @@ by hand, is in tests/test_optimizers.py)."""
 import numpy as np
 import pytest
 
-from functional_optim.optimizers.rprop import rprop
+from functional_optim.optimizers import rprop
 from tests.common import TORCH_REASON
-from tests.parity.harness import Case, check_parity, precision
-from tests.parity.harness import assert_same_error_as_torch
+from tests.algorithms_vs_torch.harness import Case, check_parity, precision
+from tests.algorithms_vs_torch.harness import assert_same_error_as_torch
 
 torch = pytest.importorskip('torch', reason=TORCH_REASON)
 
