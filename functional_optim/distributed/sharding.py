@@ -48,7 +48,8 @@ def state_shardings(tx: GradientTransformation, params: PyTree) -> PyTree:
 
   Args:
     tx: the transformation.
-    params: arrays (or ``jax.ShapeDtypeStruct``s) with ``NamedSharding``s on one mesh.
+    params: arrays (or ``jax.ShapeDtypeStruct`` values), each with a ``NamedSharding`` on one
+      mesh.
 
   Returns:
     A tree with the structure of the state, a ``NamedSharding`` at each leaf.

@@ -24,6 +24,8 @@ from functional_optim.core.tree import dotted_name, insertion_order
 from functional_optim.interop.torch_state import (
     TORCH_CLASS_OF_STATE, format_of, optimizer_states, to_numpy)  # noqa: F401 (to_numpy: re-exported)
 
+__all__ = ['rename_params', 'state_dict_to_torch', 'state_from_torch', 'state_to_torch']
+
 
 def tensor_of(value, torch):
   """A numpy array (or number) as a torch tensor; bfloat16 through float32, which
