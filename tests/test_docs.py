@@ -48,7 +48,7 @@ CONSTANTS = {'EPOCH_DEPRECATION_WARNING', 'IMPLEMENTATIONS'}
 def site(tmp_path_factory) -> pathlib.Path:
   built = os.environ.get('FUNCTIONAL_OPTIM_DOCS_HTML')
   if built:
-    return pathlib.Path(built)
+    return pathlib.Path(built).resolve()
   out = tmp_path_factory.mktemp('docs') / 'html'
   result = subprocess.run(
       [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-q', '-b', 'html',
@@ -75,7 +75,7 @@ class _Page(html.parser.HTMLParser):
 
 def _pages(site: pathlib.Path) -> dict[pathlib.Path, _Page]:
   pages = {}
-  for path in site.rglob('*.html'):
+  for path in site.resolve().rglob('*.html'):
     page = _Page()
     page.feed(path.read_text(encoding='utf-8'))
     pages[path] = page
@@ -115,11 +115,11 @@ def test_internal_links_resolve(site, pages):
       if target.is_dir():
         target = target / 'index.html'
       if not target.exists():
-        broken.append(f'{path.relative_to(site)}: {link}')
+        broken.append(f'{path.relative_to(site.resolve())}: {link}')
       elif parsed.fragment and target.suffix == '.html':
         ids = pages[target].ids if target in pages else set()
         if parsed.fragment not in ids:
-          broken.append(f'{path.relative_to(site)}: {link} (no such anchor)')
+          broken.append(f'{path.relative_to(site.resolve())}: {link} (no such anchor)')
   assert not broken, f'{len(broken)} broken internal links, e.g. {broken[:10]}'
 
 
