@@ -19,7 +19,6 @@ class GradAccumulation:
   _sources: list[ParamSource]
   _grads: list | None
 
-
   def accumulate_grad(self, grads) -> None:
     """Adds ``grads`` to the gradients that a later ``step()`` uses (torch's
     ``backward`` accumulating into ``.grad``); ``None`` entries add nothing.

@@ -20,6 +20,7 @@ from functional_optim.optim._params import ParamSource
 
 
 def freeze(value):
+  """``value`` hashable: lists and tuples as tuples, dicts as sorted item tuples."""
   if isinstance(value, (list, tuple)):
     return tuple(freeze(v) for v in value)
   if isinstance(value, dict):
@@ -28,7 +29,8 @@ def freeze(value):
 
 
 def as_tuple(value):
-  return tuple(value) if isinstance(value, list) else value  # betas edited or loaded as a list
+  """A list as a tuple (betas edited or loaded as a list), anything else as it is."""
+  return tuple(value) if isinstance(value, list) else value
 
 
 def data_dtype(value) -> np.dtype:
